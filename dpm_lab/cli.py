@@ -1,0 +1,148 @@
+"""Command line: ``python -m dpm_lab train|run|download``.
+
+Every option is documented in ``--help``. A bad value exits with status 2 and one line naming the
+value and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import PROFILE_NAMES, get_profile
+from .data import DATASET_NAMES, DatasetNotFoundError
+from .models import MODEL_NAMES
+from .pruning import CRITERIA
+from .pruning.rectify import RULES
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1]") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1]")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                   help="smoke (seconds), mini (minutes on CPU) or paper (published recipe, GPU); "
+                        "default: $DPM_LAB_PROFILE, else mini")
+    p.add_argument("--model", choices=MODEL_NAMES, default=None, help="override the profile's model")
+    p.add_argument("--data", choices=DATASET_NAMES, default=None,
+                   help="override the profile's dataset")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the dataset (default: $DPM_LAB_DATA, data/, ../shared/data)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="override the profile's epochs (dense for train, fine-tune for run)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--results-dir", default=None, help="where records go (default: results/)")
+    p.add_argument("--runs-dir", default=None, help="where checkpoints go (default: runs/)")
+    p.add_argument("--no-figure", action="store_true", help="do not write the training-curve figure")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m dpm_lab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a dense model; write checkpoint, record and figure")
+    _common(train)
+
+    run = sub.add_parser("run", help="dense (reused) -> prune with a method -> fine-tune -> record")
+    _common(run)
+    run.add_argument("--method", choices=("single-step", "sp", "dpm"), default="dpm",
+                     help="single-step baseline, Smooth Pruning, or DPM (SP + Self-Rectifying)")
+    run.add_argument("--target-macs", type=_fraction, default=None,
+                     help="fraction of dense MACs to keep, e.g. 0.5 (default 0.5)")
+    run.add_argument("--channel-ratio", type=float, default=None,
+                     help="instead of --target-macs: fraction of every group's channels to remove")
+    run.add_argument("--criterion", choices=CRITERIA, default="l2", help="importance criterion")
+    run.add_argument("--decay-steps", type=_positive_int, default=None,
+                     help="N, optimiser steps for a selected channel to decay to zero "
+                          "(default: the profile's)")
+    run.add_argument("--prune-phase", type=_fraction, default=0.5,
+                     help="fraction of fine-tuning during which selection rounds run (default 0.5)")
+    run.add_argument("--t-rate", type=float, default=0.5, help="SR threshold on C_rate (default 0.5)")
+    run.add_argument("--t-len", type=float, default=1.0, help="SR threshold on C_len (default 1.0)")
+    run.add_argument("--rule", choices=RULES, default="all", help="SR release rule (default all)")
+
+    sweep = sub.add_parser("sweep", help="every method x MACs target x seed, resumable")
+    _common(sweep)
+    sweep.add_argument("--methods", nargs="+", choices=("single-step", "sp", "dpm"),
+                       default=["single-step", "sp", "dpm"], help="methods to compare")
+    sweep.add_argument("--targets", nargs="+", type=_fraction, default=[0.5, 0.25, 0.1],
+                       help="MACs fractions to keep (default 0.5 0.25 0.1)")
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+
+    download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision into --data-root")
+    download.add_argument("dataset", choices=("cifar10", "cifar100"))
+    download.add_argument("--data-root", default=None, help="target folder (default: data/)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, DatasetNotFoundError) as err:
+        print(f"python -m dpm_lab: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from . import experiments, figures
+    from .data import load_dataset
+
+    if args.command == "download":
+        load_dataset(args.dataset, root=args.data_root, download=True)
+        print(f"{args.dataset} ready")
+        return 0
+    profile = get_profile(args.profile)
+    changes = {k: v for k, v in (("model", args.model), ("dataset", args.data)) if v is not None}
+    phase = "dense" if args.command == "train" else "finetune"
+    if args.epochs is not None:
+        changes[phase] = getattr(profile, phase).__class__(
+            **{**vars(getattr(profile, phase)), "epochs": args.epochs, "milestones": ()})
+    profile = profile.with_(**changes)
+    dirs = {k: v for k, v in (("results_dir", args.results_dir), ("runs_dir", args.runs_dir)) if v}
+    if args.command == "train":
+        _, record = experiments.train_dense(profile, args.seed, device=args.device,
+                                            data_root=args.data_root, **dirs)
+    elif args.command == "sweep":
+        records = experiments.sweep(args.methods, args.targets, args.seeds, profile,
+                                    device=args.device, data_root=args.data_root, **dirs)
+        print(figures.summarize(figures.records_frame(records)).to_string(index=False))
+        return 0
+    else:
+        target_macs = args.target_macs
+        if target_macs is None and args.channel_ratio is None:
+            target_macs = 0.5
+        record = experiments.run_pruning(
+            args.method, profile, args.seed, target_macs=target_macs,
+            channel_ratio=args.channel_ratio, criterion=args.criterion,
+            decay_steps=args.decay_steps, prune_phase=args.prune_phase, t_rate=args.t_rate,
+            t_len=args.t_len, rule=args.rule, device=args.device, data_root=args.data_root, **dirs)
+    print(f"{record['kind']} {record['model']} on {record['dataset']} ({record['profile']}, seed "
+          f"{record['seed']}): final top-1 {record['final_top1']:.2f}% (best {record['best_top1']:.2f}%),"
+          f" {record['macs'] / 1e6:.2f} M MACs, {record['params'] / 1e6:.3f} M params")
+    if not args.no_figure:
+        path = figures.training_curve(record)
+        print(f"figure: {path}")
+    return 0

@@ -1,0 +1,45 @@
+"""Cost metrics: MACs and parameters (counted by torch-pruning) and measured latency."""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+
+def macs_params(model: nn.Module, input_size=(1, 3, 32, 32)) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass at ``input_size``, via
+    ``torch_pruning.utils.count_ops_and_params`` (it counts current shapes, on a copy)."""
+    device = next(model.parameters()).device
+    macs, params = tp.utils.count_ops_and_params(model, torch.randn(*input_size, device=device))
+    return int(macs), int(params)
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, batch_size: int = 128, input_hw=(32, 32), device=None,
+               warmup: int = 3, reps: int = 10) -> float:
+    """Median forward latency in milliseconds of ``model`` (eval mode) at ``batch_size``.
+
+    CPU: wall clock around each forward. CUDA: CUDA events, so kernel time is measured rather
+    than launch time.
+    """
+    device = torch.device(device) if device else next(model.parameters()).device
+    model = model.eval().to(device)
+    x = torch.randn(batch_size, 3, *input_hw, device=device)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(x)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(sorted(times)[len(times) // 2])

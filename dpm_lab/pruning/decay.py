@@ -1,0 +1,187 @@
+"""Smooth Pruning (SP): selected structures decay to exactly zero over N optimiser steps.
+
+When a structure is selected, its L2 norm L_init (over all its coupled slices) is recorded. From
+then on, after every optimiser step, the structure is rescaled so that its norm equals
+(N − n)/N · L_init, n = number of decay applications so far, keeping the direction the optimiser
+gave; the N-th application makes it exactly zero. Timing (our choice, the paper is silent): the
+first application happens at selection itself, then one after each following optimiser step.
+So N = 1 zeroes at selection — exactly single-step pruning — and a structure selected at step k is
+zero after step k + N − 1. Structures selected in different rounds decay independently.
+
+Zero structures are multiplied by 0 after every step, and their optimiser buffers (momentum,
+Adam moments) too, so neither momentum nor weight decay can revive them. Decaying structures keep
+non-zero weights until their last step, which is what lets Self-Rectifying see their gradients.
+
+When two decaying structures share weight entries (a conv's output row in one group, input
+column in another) the shared entries get both factors, so the pinned norm is exact only up to that
+overlap; the final zero is always exact.
+
+The hook also owns *when and what* to select: ``rounds`` (optimiser-step counts; 0 = at fit start)
+at which :func:`select` tops the selection up to ``target``, given the importance criterion.
+With Self-Rectifying, releases are allowed only before the last round, so every released
+structure is replaced in a later round and the target holds at the end.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..engine import Hook, TrainState
+from ..metrics import macs_params
+from .groups import ChannelGroups
+from .rectify import SelfRectifying
+from .selection import ChannelRatio, MacsTarget, make_importance, select
+
+FREE, DECAYING, PRUNED, RELEASED = 0, 1, 2, 3
+
+
+class SmoothPruning(Hook):
+    """SP (and, with ``rectifier``, full DPM = SP + SR) as a training hook.
+
+    ``groups``: the model's :class:`ChannelGroups`. ``target``: :class:`ChannelRatio` or
+    :class:`MacsTarget`. ``decay_steps``: N. ``criterion``: importance name (see
+    ``selection.CRITERIA``). ``rounds``: optimiser-step counts at which to (re)select.
+    ``trace=True`` keeps every structure's norm after every step (for plots; costs memory).
+    """
+
+    def __init__(self, groups: ChannelGroups, target: ChannelRatio | MacsTarget, decay_steps: int,
+                 criterion: str = "l2", rounds: Sequence[int] = (0,),
+                 rectifier: SelfRectifying | None = None, input_size=(1, 3, 32, 32),
+                 trace: bool = False):
+        if not isinstance(decay_steps, int) or decay_steps < 1:
+            raise ValueError(f"decay_steps (N) must be an integer >= 1, got {decay_steps!r}")
+        if not rounds or min(rounds) < 0:
+            raise ValueError(f"rounds must be a non-empty list of steps >= 0, got {rounds!r}")
+        self.groups, self.target, self.decay_steps = groups, target, decay_steps
+        self.criterion, self.importance = criterion, make_importance(criterion)
+        self.rounds = sorted(set(int(r) for r in rounds))
+        self.rectifier, self.input_size, self.trace = rectifier, input_size, trace
+        self.dense_macs, self.dense_params = macs_params(groups.model, input_size)
+        self.round_log: list[dict] = []
+        self.norm_trace: list[torch.Tensor] = []
+        self._allocate(next(groups.model.parameters()).device)
+
+    def _allocate(self, device) -> None:
+        S = self.groups.num_structures
+        self.groups.to(device)
+        self.status = torch.zeros(S, dtype=torch.int8, device=device)
+        self.l_init = torch.zeros(S, device=device)
+        self.n_done = torch.zeros(S, dtype=torch.int64, device=device)
+        if self.rectifier:
+            self.rectifier.reset(S, device)
+
+    # ---- the hook ----
+
+    def _follow_model_device(self) -> None:
+        """Keep the per-structure state on the device the engine moved the model to."""
+        device = next(self.groups.model.parameters()).device
+        self.groups.to(device)
+        self.status, self.l_init, self.n_done = (t.to(device) for t in
+                                                 (self.status, self.l_init, self.n_done))
+        if self.rectifier:
+            self.rectifier.to(device)
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self._follow_model_device()
+        if 0 in self.rounds:
+            self.round(0, state.optimizer)
+
+    def after_step(self, state: TrainState) -> None:
+        done = state.step + 1
+        self._apply(state.optimizer, step=done, release_allowed=done < self.rounds[-1])
+        if done in self.rounds:
+            self.round(done, state.optimizer)
+
+    # ---- selection and decay ----
+
+    def round(self, step: int, optimizer=None) -> None:
+        """Top the selection up to the target (host side; runs only at the given rounds)."""
+        if self.rectifier:
+            self.rectifier.flush(self.groups)
+        taken = (self.status == DECAYING) | (self.status == PRUNED)
+        new = select(self.groups, self.groups.importance(self.importance), self.target,
+                     taken=taken, released=self.status == RELEASED, input_size=self.input_size,
+                     dense_macs=self.dense_macs)
+        self.round_log.append({"step": step, "selected": len(new), "taken_before": int(taken.sum())})
+        if len(new):
+            self.start_decay(new.to(self.status.device), optimizer)
+
+    def start_decay(self, ids: torch.Tensor, optimizer=None) -> None:
+        """Begin decaying structures ``ids`` now: record L_init and apply the first step."""
+        self.l_init[ids] = self.groups.squared_norms().sqrt()[ids]
+        self.status[ids] = DECAYING
+        self.n_done[ids] = 0
+        if self.rectifier:
+            self.rectifier.on_select(ids)
+        only = torch.zeros_like(self.status, dtype=torch.bool)
+        only[ids] = True
+        self._apply(optimizer, only=only)
+
+    def _apply(self, optimizer, step: int = 0, release_allowed: bool = False, only=None) -> None:
+        """One decay application to the decaying structures (all, or those in ``only``)."""
+        N = self.decay_steps
+        norm = self.groups.squared_norms().sqrt()
+        decaying = self.status == DECAYING
+        if only is not None:
+            decaying &= only
+        elif self.rectifier and release_allowed:
+            prev = self.l_init * (N - self.n_done) / N      # the norm we pinned one step ago
+            live = self.status != PRUNED
+            release = self.rectifier.releases(self.groups, decaying, live, norm, prev,
+                                              self.l_init / N, step)
+            self.status[release] = RELEASED
+            decaying &= ~release
+        n_new = self.n_done + decaying
+        target = self.l_init * (N - n_new).clamp_min(0) / N
+        factor = torch.where(decaying, target / norm.clamp_min(1e-12), torch.ones_like(norm))
+        finished = decaying & (n_new >= N)
+        self.status[finished] = PRUNED
+        self.n_done = n_new
+        pruned = self.status == PRUNED
+        factor = torch.where(pruned, torch.zeros_like(factor), factor)
+        self.groups.scale_(factor, (~pruned).float(), optimizer)
+        if self.trace:
+            self.norm_trace.append(self.groups.squared_norms().sqrt())
+
+    # ---- inspection ----
+
+    def decaying_ids(self) -> torch.Tensor:
+        return (self.status == DECAYING).nonzero().flatten().cpu()
+
+    def pruned_ids(self) -> torch.Tensor:
+        return (self.status == PRUNED).nonzero().flatten().cpu()
+
+    def released_ids(self) -> torch.Tensor:
+        return (self.status == RELEASED).nonzero().flatten().cpu()
+
+    @property
+    def release_log(self) -> list[dict]:
+        if not self.rectifier:
+            return []
+        self.rectifier.flush(self.groups)
+        return self.rectifier.log
+
+    def schedule(self) -> dict:
+        """What a result record keeps of the decay: N, rounds and what each selected."""
+        return {"decay_steps": self.decay_steps, "criterion": self.criterion,
+                "rounds": self.round_log, "target": {type(self.target).__name__: vars(self.target)},
+                "rectifier": self.rectifier.config() if self.rectifier else None}
+
+    def detach(self) -> None:
+        """Forget the model's parameters (called once they are physically removed)."""
+        self.groups.entries = []
+
+    def state_dict(self) -> dict:
+        s = {"status": self.status, "l_init": self.l_init, "n_done": self.n_done,
+             "round_log": self.round_log}
+        if self.rectifier:
+            s["rectifier"] = self.rectifier.state_dict()
+        return s
+
+    def load_state_dict(self, state: dict) -> None:
+        self.status, self.l_init, self.n_done = state["status"], state["l_init"], state["n_done"]
+        self.round_log = state["round_log"]
+        if self.rectifier and "rectifier" in state:
+            self.rectifier.load_state_dict(state["rectifier"])
+        self._follow_model_device()

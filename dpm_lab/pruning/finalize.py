@@ -1,0 +1,84 @@
+"""Physical removal with Torch-Pruning, effective cost of a selection, and saving pruned models.
+
+Removal goes group by group through ``DependencyGraph.get_pruning_group(root, handler, idxs)``,
+rebuilt just before pruning (Torch-Pruning's advice); groups are disjoint, so sequential removal is
+exact. A pruned model is stored as its Torch-Pruning pruning history plus a ``state_dict``:
+replaying the history on a fresh model restores the shapes, then the weights load.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from ..metrics import macs_params
+
+
+def _out_handler(module: nn.Module):
+    if isinstance(module, nn.Conv2d):
+        return tp.prune_conv_out_channels
+    if isinstance(module, nn.Linear):
+        return tp.prune_linear_out_channels
+    raise TypeError(f"cannot prune output channels of {type(module).__name__}")
+
+
+def remove_channels(model: nn.Module, channels: dict[str, list[int]], input_size=(1, 3, 32, 32)):
+    """Physically remove ``{root layer name: channel indices}`` from ``model`` (in place).
+
+    Returns Torch-Pruning's pruning history, which :func:`load_pruned` replays.
+    """
+    device = next(model.parameters()).device
+    with torch.enable_grad():
+        DG = tp.DependencyGraph().build_dependency(model, torch.randn(*input_size, device=device),
+                                                   verbose=False)
+    for root, idxs in channels.items():
+        module = model.get_submodule(root)
+        group = DG.get_pruning_group(module, _out_handler(module), list(idxs))
+        if not DG.check_pruning_group(group):
+            raise ValueError(f"removing {len(idxs)} channels of {root} would empty a layer")
+        group.prune()
+    return DG.pruning_history()
+
+
+def effective_macs_params(model: nn.Module, channels: dict[str, list[int]],
+                          input_size=(1, 3, 32, 32)) -> tuple[int, int]:
+    """MACs and params the model will have once ``channels`` are removed; ``model`` is untouched
+    (the removal happens on a deep copy)."""
+    if not channels:
+        return macs_params(model, input_size)
+    clone = copy.deepcopy(model)
+    remove_channels(clone, channels, input_size)
+    return macs_params(clone, input_size)
+
+
+def finalize(model: nn.Module, pruner, input_size=(1, 3, 32, 32)):
+    """Remove every channel ``pruner`` has driven to exactly zero; return ``(model, history)``.
+
+    Raises if some selected structure is still decaying: finalizing then would change outputs.
+    Removing exactly-zero channels leaves the network function unchanged (tested).
+    """
+    still = pruner.decaying_ids()
+    if len(still):
+        raise RuntimeError(f"{len(still)} structures are still decaying; train "
+                           f"{pruner.decay_steps} more steps before finalize()")
+    history = remove_channels(model, pruner.groups.split(pruner.pruned_ids()), input_size)
+    pruner.detach()
+    return model, history
+
+
+def save_pruned(path, model: nn.Module, history, **meta) -> None:
+    """Save a (possibly pruned) model as pruning history + state_dict + free-form metadata."""
+    torch.save({"history": history, "state_dict": model.state_dict(), **meta}, path)
+
+
+def load_pruned(path, model: nn.Module, input_size=(1, 3, 32, 32)) -> nn.Module:
+    """Load into a fresh, unpruned ``model`` of the same architecture: replay the history, then
+    load the weights. Returns the model (modified in place)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    with torch.enable_grad():
+        DG = tp.DependencyGraph().build_dependency(model, torch.randn(*input_size), verbose=False)
+    DG.load_pruning_history(ck["history"])
+    model.load_state_dict(ck["state_dict"])
+    return model

@@ -1,0 +1,120 @@
+"""Importance criteria and selection of structures to a pruning target.
+
+Two kinds of target:
+
+- :class:`ChannelRatio` — prune a fixed fraction of every group (local ranking, Torch-Pruning's
+  default scope);
+- :class:`MacsTarget` — prune, by one global ranking, until the *effective* MACs (counted by
+  Torch-Pruning on a physically pruned copy) are at most ``ratio`` × the dense MACs. The number
+  of structures is found by bisection, since MACs fall monotonically as structures are added.
+
+Selection is incremental: structures already decaying or pruned count toward the target, so a
+host can call it again after Self-Rectifying released some, and it picks only replacements.
+Released structures are picked again only when nothing else can meet the target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch_pruning as tp
+
+from .finalize import effective_macs_params
+from .groups import ChannelGroups
+
+CRITERIA = ("l2", "l1", "bn", "taylor", "random")
+
+
+def make_importance(criterion: str):
+    """A Torch-Pruning importance object by name. ``taylor`` needs gradients in ``.grad``."""
+    if criterion == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if criterion == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if criterion == "bn":
+        return tp.importance.BNScaleImportance()
+    if criterion == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if criterion == "random":
+        return tp.importance.RandomImportance()
+    raise ValueError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+
+
+@dataclass(frozen=True)
+class ChannelRatio:
+    """Prune ``ratio`` of the channels of every group (at least one channel always stays)."""
+
+    ratio: float
+
+    def __post_init__(self):
+        if not 0 <= self.ratio < 1:
+            raise ValueError(f"channel ratio must be in [0, 1), got {self.ratio!r}")
+
+
+@dataclass(frozen=True)
+class MacsTarget:
+    """Prune until effective MACs <= ``ratio`` × dense MACs, by global ranking.
+    ``max_group_ratio`` caps how much of any one group may go."""
+
+    ratio: float
+    max_group_ratio: float = 0.95
+
+    def __post_init__(self):
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"MACs target must be in (0, 1], got {self.ratio!r}")
+        if not 0 < self.max_group_ratio < 1:
+            raise ValueError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio!r}")
+
+
+def select(groups: ChannelGroups, scores: torch.Tensor, target, taken=None, released=None,
+           input_size=(1, 3, 32, 32), dense_macs: int | None = None) -> torch.Tensor:
+    """Ids of the structures to add so that ``taken`` ∪ result meets ``target``.
+
+    ``scores``: importance ``[S]`` (low = prune first). ``taken``: bool ``[S]`` of structures
+    already decaying or pruned. ``released``: bool ``[S]`` of structures Self-Rectifying released;
+    they come last in the ranking. ``dense_macs``: MACs of the unpruned model (MacsTarget).
+    """
+    S = groups.num_structures
+    taken = np.zeros(S, bool) if taken is None else taken.cpu().numpy().astype(bool)
+    released = np.zeros(S, bool) if released is None else released.cpu().numpy().astype(bool)
+    scores = scores.cpu().numpy().astype(np.float64)
+    group_of = groups.group_of.cpu().numpy()
+    sizes = np.array([g.size for g in groups.groups])
+    max_ratio = target.ratio if isinstance(target, ChannelRatio) else target.max_group_ratio
+    quota = np.minimum(np.floor(max_ratio * sizes + 1e-9).astype(int), sizes - 1)
+    room = quota - np.bincount(group_of[taken], minlength=len(sizes))
+    # Candidates in pruning order: free ones by score, released ones only after all others.
+    free = np.flatnonzero(~taken)
+    order = free[np.lexsort((scores[free], released[free]))]
+    picked = []
+    for s in order:  # host-side, once per selection round
+        if room[group_of[s]] > 0:
+            room[group_of[s]] -= 1
+            picked.append(s)
+    picked = np.array(picked, dtype=np.int64)
+    if isinstance(target, ChannelRatio):
+        return torch.from_numpy(np.sort(picked))
+    if dense_macs is None:
+        raise ValueError("MacsTarget selection needs dense_macs")
+    budget = target.ratio * dense_macs
+    base = np.flatnonzero(taken)
+
+    def macs_with(k: int) -> int:
+        ids = np.concatenate([base, picked[:k]])
+        return effective_macs_params(groups.model, groups.split(ids), input_size)[0]
+
+    if macs_with(0) <= budget:
+        return torch.zeros(0, dtype=torch.long)
+    lo, hi = 0, len(picked)  # macs_with(lo) > budget; find the smallest k with macs <= budget
+    if macs_with(hi) > budget:
+        raise ValueError(f"MACs target {target.ratio} cannot be met with max_group_ratio "
+                         f"{target.max_group_ratio}; best reachable is "
+                         f"{macs_with(hi) / dense_macs:.3f} of dense MACs")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if macs_with(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return torch.from_numpy(np.sort(picked[:hi]))
