@@ -1,0 +1,51 @@
+"""Shared fixtures: small generated data (no files needed) and the real slice when present."""
+import pytest
+import torch
+
+from dpm_lab.data import SLICE_FILE, TensorLoader, data_roots, synthetic_dataset
+
+
+@pytest.fixture
+def synthetic():
+    return synthetic_dataset(256, 128, seed=0)
+
+
+@pytest.fixture
+def loaders(synthetic):
+    train, test = synthetic
+    return TensorLoader(train, 64, train=True, seed=0), TensorLoader(test, 128, train=False)
+
+
+def slice_available() -> bool:
+    return any((r / SLICE_FILE).exists() for r in data_roots())
+
+
+needs_slice = pytest.mark.skipif(not slice_available(), reason="CIFAR-10 slice not found (CI has it)")
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial affine parameters and running statistics, so that eval-mode
+    equivalence checks cannot pass by accident."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
+            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+
+
+@torch.no_grad()
+def calibrate_bn(model: torch.nn.Module, input_size, batches: int = 2, seed: int = 0) -> None:
+    """Set BN running statistics from train-mode forward passes, so eval-mode outputs have a
+    realistic O(1) scale (random statistics make a deep net's logits explode to ~1e3, where an
+    absolute tolerance would only measure float precision)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    for _ in range(batches):
+        model(torch.randn(8, *input_size[1:], generator=g))
+    model.eval()

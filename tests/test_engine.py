@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from dpm_lab.config import TrainConfig, get_profile
+from dpm_lab.engine import Hook, LRFactor, fit
+from dpm_lab.models import get_model
+
+
+class Interrupt(Hook):
+    """Simulates a crash right after the checkpoint of epoch ``at`` was written."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return get_model("resnet20")
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tmp_path):
+    train, test = loaders
+    cfg = TrainConfig(epochs=3, lr=0.05, schedule="cosine")
+    full = _model()
+    h_full = fit(full, train, test, cfg, seed=1, progress=False)
+
+    ck = tmp_path / "run.ckpt"
+    part = _model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(part, train, test, cfg, hooks=[Interrupt(at=2)], checkpoint=ck, seed=1, progress=False)
+    resumed = _model(seed=123)  # a fresh process would start from a different init
+    h_res = fit(resumed, train, test, cfg, hooks=[Interrupt(at=-1)], checkpoint=ck, resume=True,
+                seed=1, progress=False)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["test_acc"] for h in h_full] == [h["test_acc"] for h in h_res]
+
+
+def test_hooks_see_grads_before_step_and_new_weights_after(loaders):
+    train, test = loaders
+    seen = []
+
+    class Probe(Hook):
+        def on_fit_start(self, state):
+            seen.append("start")
+
+        def before_step(self, state):
+            w = state.model.fc.weight
+            seen.append(("before", w.grad is not None, w.detach().clone()))
+
+        def after_step(self, state):
+            seen.append(("after", state.model.fc.weight.detach().clone(), state.step))
+
+    fit(_model(), train, test, TrainConfig(epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0),
+        hooks=[Probe()], progress=False)
+    assert seen[0] == "start"
+    before, after = seen[1], seen[2]
+    assert before[1] is True and not torch.equal(before[2], after[1]) and after[2] == 0
+    assert len(seen) == 1 + 2 * len(train)
+
+
+def test_schedules():
+    spe = 10
+    multi = LRFactor(TrainConfig(epochs=10, schedule="multistep", milestones=(5, 8)), spe)
+    assert [multi(i) for i in (0, 49, 50, 80)] == pytest.approx([1, 1, 0.1, 0.01])
+    cos = LRFactor(TrainConfig(epochs=10, schedule="cosine"), spe)
+    assert cos(0) == 1 and cos(50) == pytest.approx(0.5) and cos(100) == pytest.approx(0)
+    one = LRFactor(TrainConfig(epochs=10, schedule="onecycle"), spe)
+    assert one(0) < 0.1 and one(30) == pytest.approx(1) and one(100) < 1e-3
+
+
+@pytest.mark.parametrize("kwargs, bad", [({"epochs": 0}, "0"), ({"epochs": 1, "lr": -1}, "-1"),
+                                         ({"epochs": 1, "schedule": "step"}, "'step'")])
+def test_bad_config_names_the_value(kwargs, bad):
+    with pytest.raises(ValueError, match=bad):
+        TrainConfig(**kwargs)
+
+
+def test_profiles_switch_by_environment(monkeypatch):
+    monkeypatch.setenv("DPM_LAB_PROFILE", "paper")
+    assert get_profile().model == "resnet56" and get_profile().dense.epochs == 200
+    assert get_profile("mini").dataset == "cifar10-slice"
+    with pytest.raises(ValueError, match="'huge'.*smoke, mini, paper"):
+        get_profile("huge")
