@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from dpm_lab.config import TrainConfig
-from dpm_lab.engine import TrainState, _autocast, _layout, make_optimizer
+from dpm_lab.engine import TrainState, _autocast, _layout, make_optimizer, place_model
 from dpm_lab.models import MODEL_NAMES, get_model, input_size
 from dpm_lab.pruning import DECAYING, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning
 from dpm_lab.results import git_revision
@@ -85,12 +85,10 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     shape = input_size(args.model)
-    model = get_model(args.model).to(device)
+    model = place_model(get_model(args.model), device)
     groups = ChannelGroups(model, torch.randn(*shape, device=device))
     dpm = SmoothPruning(groups, MacsTarget(0.5), decay_steps=10_000, rounds=[0, 10**6],
                         rectifier=SelfRectifying(), input_size=shape)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
     model.train()
     config = TrainConfig(epochs=1)
     optimizer = make_optimizer(model, config)

@@ -48,7 +48,7 @@ from torchvision import transforms
 
 from dpm_lab.config import TrainConfig
 from dpm_lab.data import DATASET_NAMES, TensorDataset, TensorLoader, load_dataset
-from dpm_lab.engine import _autocast, _layout, default_device, fit, make_optimizer
+from dpm_lab.engine import _autocast, _layout, default_device, fit, make_optimizer, place_model
 from dpm_lab.models import MODEL_NAMES, get_model
 from dpm_lab.results import git_revision
 
@@ -179,9 +179,7 @@ def main(argv=None) -> dict:
     train, test = load_dataset(args.dataset, args.data_root)
     if len(train) < args.batch:
         p.error(f"--batch {args.batch} is larger than the dataset ({len(train)} images)")
-    model = get_model(args.model, train.num_classes).to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model = place_model(get_model(args.model, train.num_classes), device)
     model.train()
     criterion = nn.CrossEntropyLoss()
     optimizer = make_optimizer(model, TrainConfig(epochs=1))
