@@ -31,8 +31,6 @@ Usage
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -44,7 +42,7 @@ from dpm_lab.config import TrainConfig
 from dpm_lab.engine import TrainState, _autocast, _layout, make_optimizer, place_model
 from dpm_lab.models import MODEL_NAMES, get_model, input_size
 from dpm_lab.pruning import DECAYING, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning
-from dpm_lab.results import git_revision
+from dpm_lab.results import benchmark_record, write_record
 
 GOAL_PERCENT = 5.0
 
@@ -129,20 +127,15 @@ def main(argv=None) -> dict:
     print(f"dpm after_step: {hook_ms:.2f} ms")
     print(f"overhead: {overhead:.2f} % (goal: <= {GOAL_PERCENT:.0f} %)")
 
-    result = {
-        "benchmark": "dpm_overhead", "git": git_revision(), "torch": torch.__version__,
-        "python": platform.python_version(), "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "threads": torch.get_num_threads(), "model": args.model, "batch": args.batch,
+    result = benchmark_record("dpm_overhead", device, **{
+        "model": args.model, "batch": args.batch,
         "steps": args.steps, "warmup": args.warmup, "structures": groups.num_structures,
         "decaying": decaying, "plain_step_ms": plain_ms, "dpm_after_step_ms": hook_ms,
         "overhead_percent": overhead, "goal_percent": GOAL_PERCENT,
         "plain_step_ms_all": plain, "dpm_after_step_ms_all": hook,
-    }
+    })
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_record(result, args.json)}")
     return result
 
 

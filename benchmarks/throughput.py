@@ -33,8 +33,6 @@ Usage
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -50,7 +48,7 @@ from dpm_lab.config import TrainConfig
 from dpm_lab.data import DATASET_NAMES, TensorDataset, TensorLoader, load_dataset
 from dpm_lab.engine import _autocast, _layout, default_device, fit, make_optimizer, place_model
 from dpm_lab.models import MODEL_NAMES, get_model
-from dpm_lab.results import git_revision
+from dpm_lab.results import benchmark_record, write_record
 
 CIFAR10_TRAIN_SIZE = 50_000
 
@@ -205,16 +203,13 @@ def main(argv=None) -> dict:
     print(f"dataloader: {loader:.1f} img/s")
     print(f"ratio: {engine / loader:.2f}x")
 
-    result = {
-        "benchmark": "throughput", "git": git_revision(), "torch": torch.__version__,
-        "python": platform.python_version(), "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "threads": torch.get_num_threads(), "model": args.model, "batch": args.batch,
+    result = benchmark_record("throughput", device, **{
+        "model": args.model, "batch": args.batch,
         "dataset": args.dataset, "images": len(train), "steps": args.steps, "warmup": args.warmup,
         "repeats": args.repeats, "workers": args.workers,
         "engine_img_s": engine, "dataloader_img_s": loader, "ratio": engine / loader,
         "runs_img_s": runs,
-    }
+    })
     if device.type == "cuda":
         epoch = resnet56_epoch_s(train, test, args.batch, device)
         print(f"resnet56 epoch: {epoch['wall_s']:.1f} s  ({epoch['images']} images, "
@@ -222,9 +217,7 @@ def main(argv=None) -> dict:
               f"Torch-Pruning's DataLoader-bound logs: 16-54 s)")
         result["resnet56_epoch"] = epoch
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_record(result, args.json)}")
     return result
 
 

@@ -46,6 +46,16 @@ def environment() -> dict:
             "machine": platform.machine()}
 
 
+def benchmark_record(name: str, device, **figures) -> dict:
+    """A benchmark's result: the figures plus device, threads and the provenance of ``environment``."""
+    import torch
+
+    device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"benchmark": name, "device": str(device), "gpu": gpu,
+            "threads": torch.get_num_threads(), **environment(), **figures}
+
+
 def make_record(kind: str, *, config: dict, profile: str, seed: int, dataset: str, model: str,
                 history: list[dict], macs: int, params: int, wall_time_s: float, **extra) -> dict:
     """A result record. ``final_top1`` is the last epoch's test accuracy; ``best_top1`` the best
