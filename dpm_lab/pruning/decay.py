@@ -130,13 +130,13 @@ class SmoothPruning(Hook):
             live = self.status != PRUNED
             release = self.rectifier.releases(self.groups, decaying, live, norm, prev,
                                               self.l_init / N, step)
-            self.status[release] = RELEASED
+            self.status = torch.where(release, RELEASED, self.status)  # no mask indexing: no sync
             decaying &= ~release
         n_new = self.n_done + decaying
         target = self.l_init * (N - n_new).clamp_min(0) / N
         factor = torch.where(decaying, target / norm.clamp_min(1e-12), torch.ones_like(norm))
         finished = decaying & (n_new >= N)
-        self.status[finished] = PRUNED
+        self.status = torch.where(finished, PRUNED, self.status)
         self.n_done = n_new
         pruned = self.status == PRUNED
         factor = torch.where(pruned, torch.zeros_like(factor), factor)
