@@ -1,4 +1,4 @@
-"""Command line: ``python -m dpm_lab train|run|download``.
+"""Command line: ``python -m dpm_lab train|run|sweep|download``.
 
 Every option is documented in ``--help``. A bad value exits with status 2 and one line naming the
 value and what is allowed.
@@ -12,6 +12,7 @@ from .config import PROFILE_NAMES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
+from .hosts import HOSTS
 from .pruning.rectify import RULES
 
 
@@ -67,8 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="dense (reused) -> prune with a method -> fine-tune -> record")
     _common(run)
-    run.add_argument("--method", choices=("single-step", "sp", "dpm"), default="dpm",
-                     help="single-step baseline, Smooth Pruning, or DPM (SP + Self-Rectifying)")
+    run.add_argument("--host", choices=("core",) + HOSTS, default="core",
+                     help="core: DPM's own selection (default); depgraph: Torch-Pruning group_sl; "
+                          "otov2: DHSPG")
+    run.add_argument("--method", choices=("single-step", "host", "sp", "dpm"), default="dpm",
+                     help="single-step baseline (core) or host (a host's own one-step pruning); "
+                          "sp: Smooth Pruning; dpm: SP + Self-Rectifying")
+    run.add_argument("--no-sl", action="store_true",
+                     help="depgraph: skip sparse learning (the 'w/o SL' variant)")
+    run.add_argument("--speedup", type=float, default=None,
+                     help="depgraph: MACs speed-up target (default: the recipe's, 2.0 mini, 2.11 paper)")
+    run.add_argument("--target-sparsity", type=float, default=None,
+                     help="otov2: target group sparsity in (0, 1) (default: the recipe's)")
     run.add_argument("--target-macs", type=_fraction, default=None,
                      help="fraction of dense MACs to keep, e.g. 0.5 (default 0.5)")
     run.add_argument("--channel-ratio", type=float, default=None,
@@ -130,7 +141,25 @@ def _dispatch(args) -> int:
                                     device=args.device, data_root=args.data_root, **dirs)
         print(figures.summarize(figures.records_frame(records)).to_string(index=False))
         return 0
+    elif args.host != "core":
+        if args.method == "single-step":
+            raise ValueError(f"--method single-step is the core baseline; with --host "
+                             f"{args.host} choose one of: host, sp, dpm")
+        if args.target_macs is not None or args.channel_ratio is not None:
+            raise ValueError("--target-macs/--channel-ratio are core options; hosts take "
+                             "--speedup (depgraph) or --target-sparsity (otov2)")
+        if args.speedup is not None and args.speedup <= 1:
+            raise ValueError(f"--speedup must be > 1, got {args.speedup}")
+        if args.target_sparsity is not None and not 0 < args.target_sparsity < 1:
+            raise ValueError(f"--target-sparsity must be in (0, 1), got {args.target_sparsity}")
+        record = experiments.run_host(
+            args.host, args.method, profile, args.seed, sparse_learning=not args.no_sl,
+            speedup=args.speedup, target_sparsity=args.target_sparsity, model=args.model,
+            decay_steps=args.decay_steps, t_rate=args.t_rate, t_len=args.t_len, rule=args.rule,
+            device=args.device, data_root=args.data_root, **dirs)
     else:
+        if args.method == "host":
+            raise ValueError("--method host needs --host depgraph or --host otov2")
         target_macs = args.target_macs
         if target_macs is None and args.channel_ratio is None:
             target_macs = 0.5

@@ -128,7 +128,8 @@ def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(), *,
         checkpoint: str | os.PathLike | None = None, resume: bool = False, device=None,
-        seed: int = 0, progress: bool | None = None, desc: str = "train") -> list[dict]:
+        seed: int = 0, progress: bool | None = None, desc: str = "train",
+        optimizer_factory=None) -> list[dict]:
     """Train ``model`` for ``cfg.epochs`` and return the per-epoch history.
 
     ``checkpoint``: a file rewritten (atomically) after every epoch. ``resume=True`` continues
@@ -136,6 +137,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     epoch everywhere; ``progress=False`` is silent.
     The model runs in channels_last (faster on CUDA and, measured, on CPU); on CUDA also with bf16
     autocast (CPU stays fp32).
+    ``optimizer_factory(model, cfg) -> Optimizer`` replaces the default SGD (a host's own
+    optimiser, e.g. OTOv2's DHSPG); it is called after the model is on ``device``.
     """
     device = torch.device(device) if device else default_device()
     place_model(model, device)
@@ -143,7 +146,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batch (dataset smaller than one batch?)")
-    optimizer = make_optimizer(model, cfg)
+    optimizer = (optimizer_factory or make_optimizer)(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg, steps_per_epoch))
     state = TrainState(model, optimizer, scheduler, cfg, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -194,10 +197,10 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
             tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {state.history[-1]['train_loss']:.3f}"
                        f" test top-1 {test_acc:.2f}%")
         state.epoch = epoch + 1
+        for h in hooks:  # before the checkpoint, so what a hook adds to the history is kept
+            h.on_epoch_end(state)
         if checkpoint:
             _save_checkpoint(checkpoint, state, hooks)
-        for h in hooks:
-            h.on_epoch_end(state)
     return state.history
 
 

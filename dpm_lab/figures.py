@@ -49,26 +49,30 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def summarize(records: pd.DataFrame, by=("method", "target_macs")) -> pd.DataFrame:
-    """Mean ± std over seeds of final top-1 (best beside it) and the MACs/params ratios."""
+    """Mean ± std over seeds of final top-1 (best beside it) and of the MACs/params ratios."""
     g = records.groupby(list(by))
     out = g.agg(seeds=("seed", "nunique"), final_mean=("final_top1", "mean"),
                 final_std=("final_top1", "std"), best_mean=("best_top1", "mean"),
-                macs_ratio=("macs_ratio", "mean"), params_ratio=("params_ratio", "mean"))
+                macs_ratio=("macs_ratio", "mean"), macs_std=("macs_ratio", "std"),
+                params_ratio=("params_ratio", "mean"), params_std=("params_ratio", "std"))
     return out.reset_index()
 
 
-def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False) -> Path:
-    """Final top-1 (mean ± std over seeds) against the kept fraction of MACs, one line per method,
-    with the dense accuracy as a reference band."""
-    s = summarize(records)
+def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False,
+                     by=("method", "target_macs")) -> Path:
+    """Final top-1 (mean ± std over seeds) against the kept fraction of MACs (± std), one line per
+    method, with the dense accuracy as a reference band. ``by``: the columns that make one point."""
+    s = summarize(records, by)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for i, (method, d) in enumerate(s.groupby("method")):
         d = d.sort_values("macs_ratio")
-        ax.errorbar(d["macs_ratio"], d["final_mean"], yerr=d["final_std"].fillna(0), marker="o",
-                    capsize=3, label=method, color=sns.color_palette()[i])
-    dense = records.drop_duplicates("seed")["dense_top1"]
-    ax.axhspan(dense.mean() - dense.std(), dense.mean() + dense.std(), color="grey", alpha=0.2,
-               label=f"dense {dense.mean():.1f}%")
+        ax.errorbar(d["macs_ratio"], d["final_mean"], yerr=d["final_std"].fillna(0),
+                    xerr=d["macs_std"].fillna(0), marker="o", capsize=3, label=method,
+                    color=sns.color_palette()[i])
+    dense = records.drop_duplicates("seed")["dense_top1"].dropna()
+    if len(dense):
+        ax.axhspan(dense.mean() - dense.std(), dense.mean() + dense.std(), color="grey",
+                   alpha=0.2, label=f"dense {dense.mean():.1f}%")
     ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%)", xscale="log",
            title=title)
     ax.legend(fontsize=8)
@@ -282,5 +286,39 @@ def accuracy_through_pruning(records, start: dict | None = None, out=None, show:
         ax.axhline(dense, color="k", ls=":", lw=1, label=f"dense {dense:.1f}%")
     ax.set(xlabel="fine-tuning epoch", ylabel="test top-1 (%)",
            title="accuracy through pruning (shaded: structures decaying)")
+    ax.legend(fontsize=8)
+    return _finish(fig, out, show)
+
+
+def sparsity_curves(records, out=None, show: bool = True):
+    """Group sparsity (fraction of zero groups) and test top-1 per epoch, one line per record
+    (OTOv2 runs log ``group_sparsity`` in their history)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for i, r in enumerate(records):
+        h = pd.DataFrame(r["history"])
+        label = f"{r.get('method')} s{r.get('seed')}"
+        a.plot(h["epoch"], h["group_sparsity"], color=sns.color_palette()[i % 10], label=label)
+        if "committed" in h:
+            a.plot(h["epoch"], h["committed"], ls=":", color=sns.color_palette()[i % 10])
+        b.plot(h["epoch"], h["test_acc"], color=sns.color_palette()[i % 10], label=label)
+    if records and "target_sparsity" in records[0]:
+        a.axhline(records[0]["target_sparsity"], color="grey", ls="--", lw=1, label="target")
+    a.set(xlabel="epoch", ylabel="group sparsity (dotted: committed)")
+    b.set(xlabel="epoch", ylabel="test top-1 (%)")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    return _finish(fig, out, show)
+
+
+def layer_widths(models: dict, out=None, show: bool = True):
+    """Output channels of every convolution, one line per model (``{label: model}``): where each
+    method took its channels from."""
+    import torch.nn as nn
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for i, (label, model) in enumerate(models.items()):
+        widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        ax.plot(range(len(widths)), widths, marker=".", label=label, color=sns.color_palette()[i])
+    ax.set(xlabel="convolution (network order)", ylabel="output channels")
     ax.legend(fontsize=8)
     return _finish(fig, out, show)

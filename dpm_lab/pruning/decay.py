@@ -16,10 +16,13 @@ When two decaying structures share weight entries (a conv's output row in one gr
 column in another) the shared entries get both factors, so the pinned norm is exact only up to that
 overlap; the final zero is always exact.
 
-The hook also owns *when and what* to select: ``rounds`` (optimiser-step counts; 0 = at fit start)
-at which :func:`select` tops the selection up to ``target``, given the importance criterion.
-With Self-Rectifying, releases are allowed only before the last round, so every released
-structure is replaced in a later round and the target holds at the end.
+By default the hook also owns *when and what* to select: ``rounds`` (optimiser-step counts;
+0 = at fit start) at which :func:`select` tops the selection up to ``target``, given the importance
+criterion. A host framework replaces that choice in one of two ways: a ``selector`` called at the
+rounds (DepGraph's progressive pruner), or :meth:`SmoothPruning.request` from inside its own
+update (OTOv2's half-space projection), which starts the decay at the next ``after_step``.
+With Self-Rectifying, releases are allowed only before ``release_until`` (default: the last
+round), so every released structure is replaced later and the target holds at the end.
 """
 from __future__ import annotations
 
@@ -43,19 +46,25 @@ class SmoothPruning(Hook):
     :class:`MacsTarget`. ``decay_steps``: N. ``criterion``: importance name (see
     ``selection.CRITERIA``). ``rounds``: optimiser-step counts at which to (re)select.
     ``trace=True`` keeps every structure's norm after every step (for plots; costs memory).
+    ``selector(pruner, step) -> ids``: the host's choice at a round, instead of :func:`select`.
+    ``release_until``: Self-Rectifying may release only before this optimiser step (default: the
+    last round; a host that requests structures itself sets it).
     """
 
-    def __init__(self, groups: ChannelGroups, target: ChannelRatio | MacsTarget, decay_steps: int,
-                 criterion: str = "l2", rounds: Sequence[int] = (0,),
+    def __init__(self, groups: ChannelGroups, target: ChannelRatio | MacsTarget | None,
+                 decay_steps: int, criterion: str = "l2", rounds: Sequence[int] = (0,),
                  rectifier: SelfRectifying | None = None, input_size=(1, 3, 32, 32),
-                 trace: bool = False):
+                 trace: bool = False, selector=None, release_until: int | None = None):
         if not isinstance(decay_steps, int) or decay_steps < 1:
             raise ValueError(f"decay_steps (N) must be an integer >= 1, got {decay_steps!r}")
-        if not rounds or min(rounds) < 0:
-            raise ValueError(f"rounds must be a non-empty list of steps >= 0, got {rounds!r}")
+        if any(r < 0 for r in rounds) or (not rounds and release_until is None):
+            raise ValueError(f"rounds must be a list of steps >= 0 (empty only with "
+                             f"release_until), got {rounds!r}")
         self.groups, self.target, self.decay_steps = groups, target, decay_steps
         self.criterion, self.importance = criterion, make_importance(criterion)
         self.rounds = sorted(set(int(r) for r in rounds))
+        self.release_until = self.rounds[-1] if release_until is None else release_until
+        self.selector = selector
         self.rectifier, self.input_size, self.trace = rectifier, input_size, trace
         self.dense_macs, self.dense_params = macs_params(groups.model, input_size)
         self.round_log: list[dict] = []
@@ -68,6 +77,7 @@ class SmoothPruning(Hook):
         self.status = torch.zeros(S, dtype=torch.int8, device=device)
         self.l_init = torch.zeros(S, device=device)
         self.n_done = torch.zeros(S, dtype=torch.int64, device=device)
+        self.pending = torch.zeros(S, dtype=torch.bool, device=device)
         if self.rectifier:
             self.rectifier.reset(S, device)
 
@@ -77,8 +87,8 @@ class SmoothPruning(Hook):
         """Keep the per-structure state on the device the engine moved the model to."""
         device = next(self.groups.model.parameters()).device
         self.groups.to(device)
-        self.status, self.l_init, self.n_done = (t.to(device) for t in
-                                                 (self.status, self.l_init, self.n_done))
+        self.status, self.l_init, self.n_done, self.pending = (
+            t.to(device) for t in (self.status, self.l_init, self.n_done, self.pending))
         if self.rectifier:
             self.rectifier.to(device)
 
@@ -89,7 +99,7 @@ class SmoothPruning(Hook):
 
     def after_step(self, state: TrainState) -> None:
         done = state.step + 1
-        self._apply(state.optimizer, step=done, release_allowed=done < self.rounds[-1])
+        self._apply(state.optimizer, step=done, release_allowed=done < self.release_until)
         if done in self.rounds:
             self.round(done, state.optimizer)
 
@@ -100,23 +110,39 @@ class SmoothPruning(Hook):
         if self.rectifier:
             self.rectifier.flush(self.groups)
         taken = (self.status == DECAYING) | (self.status == PRUNED)
-        new = select(self.groups, self.groups.importance(self.importance), self.target,
-                     taken=taken, released=self.status == RELEASED, input_size=self.input_size,
-                     dense_macs=self.dense_macs)
+        if self.selector is not None:
+            new = torch.as_tensor(self.selector(self, step), dtype=torch.long)
+        else:
+            new = select(self.groups, self.groups.importance(self.importance), self.target,
+                         taken=taken, released=self.status == RELEASED,
+                         input_size=self.input_size, dense_macs=self.dense_macs)
         self.round_log.append({"step": step, "selected": len(new), "taken_before": int(taken.sum())})
         if len(new):
             self.start_decay(new.to(self.status.device), optimizer)
 
     def start_decay(self, ids: torch.Tensor, optimizer=None) -> None:
         """Begin decaying structures ``ids`` now: record L_init and apply the first step."""
-        self.l_init[ids] = self.groups.squared_norms().sqrt()[ids]
-        self.status[ids] = DECAYING
-        self.n_done[ids] = 0
-        if self.rectifier:
-            self.rectifier.on_select(ids)
         only = torch.zeros_like(self.status, dtype=torch.bool)
         only[ids] = True
+        self._begin(only, self.groups.squared_norms().sqrt())
         self._apply(optimizer, only=only)
+
+    def request(self, mask: torch.Tensor) -> None:
+        """A host asks that the structures in bool ``mask [S]`` start decaying. The decay starts
+        at the next ``after_step`` (its first application then), with L_init = the norm the
+        optimiser step left. Device-side only: no host sync."""
+        self.pending |= mask & (self.status == FREE)
+
+    def committed(self) -> torch.Tensor:
+        """Bool ``[S]``: decaying, pruned or requested: structures on their way to zero."""
+        return (self.status == DECAYING) | (self.status == PRUNED) | self.pending
+
+    def _begin(self, mask: torch.Tensor, norm: torch.Tensor) -> None:
+        self.l_init = torch.where(mask, norm, self.l_init)
+        self.status = torch.where(mask, DECAYING, self.status)
+        self.n_done = torch.where(mask, 0, self.n_done)
+        if self.rectifier:
+            self.rectifier.on_select(mask)
 
     def _apply(self, optimizer, step: int = 0, release_allowed: bool = False, only=None) -> None:
         """One decay application to the decaying structures (all, or those in ``only``)."""
@@ -132,6 +158,11 @@ class SmoothPruning(Hook):
                                               self.l_init / N, step)
             self.status = torch.where(release, RELEASED, self.status)  # no mask indexing: no sync
             decaying &= ~release
+        if only is None:  # structures a host requested since the last step begin now
+            new = self.pending & (self.status == FREE)
+            self._begin(new, norm)
+            decaying |= new
+            self.pending = torch.zeros_like(self.pending)
         n_new = self.n_done + decaying
         target = self.l_init * (N - n_new).clamp_min(0) / N
         factor = torch.where(decaying, target / norm.clamp_min(1e-12), torch.ones_like(norm))
@@ -164,8 +195,9 @@ class SmoothPruning(Hook):
 
     def schedule(self) -> dict:
         """What a result record keeps of the decay: N, rounds and what each selected."""
+        target = None if self.target is None else {type(self.target).__name__: vars(self.target)}
         return {"decay_steps": self.decay_steps, "criterion": self.criterion,
-                "rounds": self.round_log, "target": {type(self.target).__name__: vars(self.target)},
+                "rounds": self.round_log, "target": target,
                 "rectifier": self.rectifier.config() if self.rectifier else None}
 
     def detach(self) -> None:
@@ -174,14 +206,19 @@ class SmoothPruning(Hook):
 
     def state_dict(self) -> dict:
         s = {"status": self.status, "l_init": self.l_init, "n_done": self.n_done,
-             "round_log": self.round_log}
+             "pending": self.pending, "round_log": self.round_log}
         if self.rectifier:
             s["rectifier"] = self.rectifier.state_dict()
+        if hasattr(self.selector, "state_dict"):
+            s["selector"] = self.selector.state_dict()
         return s
 
     def load_state_dict(self, state: dict) -> None:
         self.status, self.l_init, self.n_done = state["status"], state["l_init"], state["n_done"]
+        self.pending = state.get("pending", torch.zeros_like(self.status, dtype=torch.bool))
         self.round_log = state["round_log"]
         if self.rectifier and "rectifier" in state:
             self.rectifier.load_state_dict(state["rectifier"])
+        if hasattr(self.selector, "load_state_dict") and "selector" in state:
+            self.selector.load_state_dict(state["selector"])
         self._follow_model_device()

@@ -70,10 +70,16 @@ class ChannelGroups:
     ``example_inputs`` traces the model (Torch-Pruning needs grad mode on). The output layer is
     ignored unless ``ignored_layers`` says otherwise. ``groups_tp`` keeps Torch-Pruning's group
     objects for importance scoring; they stay valid while no layer changes shape.
+
+    ``consumers=False`` keeps only the producer side of each structure (conv/linear output rows
+    and biases, BN γ and β) and leaves out the consumers' input columns: that is OTOv2's
+    *zero-invariant group*, the smallest set whose zeroing already silences the channel (the
+    consumers then multiply an exact zero). Removal is the same either way.
     """
 
-    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, ignored_layers=None):
-        self.model = model
+    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, ignored_layers=None,
+                 consumers: bool = True):
+        self.model, self.consumers = model, consumers
         self.names = {m: n for n, m in model.named_modules()}
         ignored = list(ignored_layers) if ignored_layers is not None else [output_layer(model)]
         with torch.enable_grad():
@@ -88,7 +94,8 @@ class ChannelGroups:
             members = []
             for item in g:
                 module = item.dep.target.module
-                slices = _slices(module, item.dep.handler)
+                slices = [(p, dim) for p, dim in _slices(module, item.dep.handler)
+                          if consumers or dim == 0]
                 if not slices:
                     continue
                 members.append(self.names[module])
@@ -126,18 +133,31 @@ class ChannelGroups:
         ``tensors``: ``None`` for the parameters themselves, ``"grad"`` for their gradients
         (missing gradients count as zero).
         """
+        if tensors is None:
+            return self.reduce(lambda p: p.float().pow(2))
+        return self.reduce(lambda p: None if p.grad is None else p.grad.float().pow(2))
+
+    def reduce(self, fn) -> torch.Tensor:
+        """Per structure, the sum of ``fn(param)`` (a tensor shaped like ``param``, or ``None`` to
+        skip it) over the structure's slices: shape ``[S]``. One ``index_add_`` per parameter."""
         device = self.entries[0].param.device
         buf = torch.zeros(self.num_structures + 1, device=device)
         with torch.no_grad():
             for e in self.entries:
-                t = e.param if tensors is None else e.param.grad
+                t = fn(e.param)
                 if t is None:
                     continue
-                t = t.float().pow(2)
                 if t.dim() > 1:
                     t = t.transpose(0, e.dim).reshape(t.shape[e.dim], -1).sum(1)
-                buf.index_add_(0, e.owner, t)
+                buf.index_add_(0, e.owner, t.float())
         return buf[:-1]
+
+    def expand(self, values: torch.Tensor, entry: "_Entry", fill: float = 1.0) -> torch.Tensor:
+        """``values[S]`` broadcast onto ``entry``'s parameter shape (``fill`` where unowned)."""
+        v = torch.cat([values, values.new_full((1,), fill)])[entry.owner]
+        shape = [1] * entry.param.dim()
+        shape[entry.dim] = -1
+        return v.view(shape)
 
     def scale_(self, factor: torch.Tensor, optimizer_state_mask: torch.Tensor | None = None,
                optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -146,19 +166,15 @@ class ChannelGroups:
         With ``optimizer`` and ``optimizer_state_mask``, the optimiser's per-parameter buffers
         (momentum, Adam moments) are multiplied by the mask too, so they cannot revive a slice.
         """
-        one = torch.ones(1, device=factor.device, dtype=factor.dtype)
-        f = torch.cat([factor, one])
-        m = None if optimizer_state_mask is None else torch.cat([optimizer_state_mask, one])
         with torch.no_grad():
             for e in self.entries:
                 p = e.param
-                shape = [1] * p.dim()
-                shape[e.dim] = -1
-                p.mul_(f[e.owner].view(shape).to(p.dtype))
-                if m is not None and optimizer is not None:
+                p.mul_(self.expand(factor, e).to(p.dtype))
+                if optimizer_state_mask is not None and optimizer is not None:
+                    m = self.expand(optimizer_state_mask, e)
                     for buf in optimizer.state.get(p, {}).values():
                         if torch.is_tensor(buf) and buf.shape == p.shape:
-                            buf.mul_(m[e.owner].view(shape).to(buf.dtype))
+                            buf.mul_(m.to(buf.dtype))
 
     def group_mean(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Per structure, the ``weight``-weighted mean of ``values`` over its group (``[S]``)."""
@@ -174,6 +190,13 @@ class ChannelGroups:
         Higher = more important. Gradient-based importances need ``.grad`` populated first."""
         scores = [importance(g).detach().float().reshape(-1) for g in self.groups_tp]
         return torch.cat(scores).cpu()
+
+    def structure_ids(self, root: str, idxs) -> torch.Tensor:
+        """Global structure ids of channels ``idxs`` of the group rooted at layer ``root``."""
+        offsets = {g.root: g.offset for g in self.groups}
+        if root not in offsets:
+            raise KeyError(f"{root!r} roots no group here; roots: {', '.join(offsets)}")
+        return offsets[root] + torch.as_tensor(list(idxs), dtype=torch.long)
 
     def split(self, structure_ids) -> dict[str, list[int]]:
         """``{root layer name: sorted channel indices}`` for a set of structure ids."""

@@ -58,10 +58,11 @@ class SelfRectifying:
         for k in ("ema_rate", "ema_len", "count", "pending", "at_step", "at_rate", "at_len"):
             setattr(self, k, getattr(self, k).to(device))
 
-    def on_select(self, ids: torch.Tensor) -> None:
-        self.ema_rate[ids] = 0
-        self.ema_len[ids] = 0
-        self.count[ids] = 0
+    def on_select(self, mask: torch.Tensor) -> None:
+        """Structures in bool ``mask [S]`` start decaying: their averages start afresh."""
+        self.ema_rate = torch.where(mask, 0.0, self.ema_rate)
+        self.ema_len = torch.where(mask, 0.0, self.ema_len)
+        self.count = torch.where(mask, 0, self.count)
 
     def releases(self, groups, decaying, live, norm_now, norm_prev, step_len, step: int):
         """Bool ``[S]``: the decaying structures to release at this step."""

@@ -1,0 +1,13 @@
+"""Host frameworks that DPM plugs into: each decides *when* and *what* to prune; Smooth Pruning
+and Self-Rectifying (``dpm_lab.pruning``) replace only their one-step removal.
+
+- :mod:`.depgraph` — Torch-Pruning's ``group_sl`` (sparse learning + progressive global pruning);
+- :mod:`.otov2` — OTOv2's DHSPG optimiser over zero-invariant groups.
+"""
+from .depgraph import ProgressiveSelector, SparseLearning, make_pruner, progressive_prune
+from .otov2 import DHSPG, SparsityLog, pruned_groups
+
+HOSTS = ("depgraph", "otov2")
+
+__all__ = ["HOSTS", "make_pruner", "SparseLearning", "progressive_prune", "ProgressiveSelector",
+           "DHSPG", "SparsityLog", "pruned_groups"]

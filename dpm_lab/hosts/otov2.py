@@ -1,0 +1,237 @@
+"""OTOv2's DHSPG optimiser (Dual Half-Space Projected Gradient), written from the algorithm.
+
+OTOv2 prunes *during* training: it partitions the network's zero-invariant groups (ZIGs: a
+channel's producer slices, i.e. :class:`ChannelGroups` with ``consumers=False``) into a redundant
+set G_p and the rest, pushes G_p towards zero with an adaptive group-lasso term, and projects a
+group onto exactly zero in one step once the trial point crosses the half-space
+⟨x̂_g, x_g⟩ < ε‖x_g‖². Zero groups stay zero, so at the end they are removed with identical
+outputs and no fine-tuning. ALGORITHMS.md §6.3–§6.4 give the update this module implements.
+
+Why our own: the ``only_train_once`` package cannot serve here (2.0.x hard-codes CUDA and
+compresses through ONNX; 3.x ships no DHSPG). Every per-group quantity below is one
+``index_add_`` per parameter over :class:`ChannelGroups`' owner maps: no loop over groups, and no
+host sync per step (the random subset of a capped projection is drawn on the device).
+
+DPM plugs into the one hard step: with ``decay`` set (a :class:`SmoothPruning` over the same
+groups), a group that satisfies the projection condition is handed to Smooth Pruning via
+``decay.request`` instead of being zeroed, and decays over N steps with DHSPG still giving its
+direction; Self-Rectifying may release it, after which it leaves G_p and the sparsity controller
+projects others until the target holds. With N = 1 this is exactly DHSPG's projection (tested).
+
+Choices where the sources are silent (all parameters):
+- base direction: SGD with momentum and L2 weight decay (the tutorials' recipe); DHSPG's own
+  default is momentum 0 and no weight decay;
+- "target reached" counts groups that are zero *or committed to decay*; once reached, G_p keeps
+  only the plain λ penalty and nothing more is projected, as in DHSPG;
+- a capped projection picks its random subset with a seeded device generator.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..engine import Hook, TrainState
+from ..pruning.decay import PRUNED, RELEASED, SmoothPruning
+from ..pruning.groups import ChannelGroups
+
+
+class DHSPG(torch.optim.Optimizer):
+    """DHSPG over ``groups`` (ZIGs). Parameters not in any group get the plain base step.
+
+    ``target_sparsity``: fraction of groups to bring to zero. ``tolerance``: extra fraction kept
+    in G_p. ``lmbda`` (λ), ``lmbda_amplify``, ``hat_lmbda_coeff``: the adaptive penalty.
+    ``epsilon`` (ε): half-space threshold. ``start_step``: the partition and the penalty begin
+    here (before it, plain SGD); ``project_step``: projections begin here (default = start).
+    ``decay``: a :class:`SmoothPruning` that takes over the projection (DPM).
+    """
+
+    def __init__(self, params, groups: ChannelGroups, lr: float = 0.1, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, nesterov: bool = False,
+                 target_sparsity: float = 0.5, tolerance: float = 0.05, lmbda: float = 1e-3,
+                 lmbda_amplify: float = 2.0, hat_lmbda_coeff: float = 10.0, epsilon: float = 0.0,
+                 start_step: int = 0, project_step: int | None = None,
+                 project_until: int | None = None, seed: int = 0,
+                 decay: SmoothPruning | None = None):
+        if not 0 < target_sparsity < 1:
+            raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity!r}")
+        if not 0 <= tolerance < 1:
+            raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+        if not 0 <= epsilon < 1:
+            raise ValueError(f"epsilon must be in [0, 1), got {epsilon!r}")
+        if lmbda <= 0:
+            raise ValueError(f"lmbda must be > 0, got {lmbda!r}")
+        if groups.consumers:
+            raise ValueError("DHSPG needs zero-invariant groups: ChannelGroups(..., consumers=False)")
+        if decay is not None and decay.groups is not groups:
+            raise ValueError("decay must be a SmoothPruning over the same ChannelGroups")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      nesterov=nesterov))
+        self.groups, self.decay = groups, decay
+        self.target_sparsity, self.tolerance, self.lmbda = target_sparsity, tolerance, lmbda
+        self.lmbda_amplify, self.hat_lmbda_coeff, self.epsilon = lmbda_amplify, hat_lmbda_coeff, epsilon
+        self.start_step = start_step
+        self.project_step = start_step if project_step is None else project_step
+        self.project_until = project_until
+        S = groups.num_structures
+        self.num_target = math.floor(target_sparsity * S)
+        device = groups.entries[0].param.device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.step_count = 0
+        self.redundant = torch.zeros(S, dtype=torch.bool, device=device)   # G_p
+        self.zero = torch.zeros(S, dtype=torch.bool, device=device)        # projected (native)
+        self.partitioned = False
+        self.sizes = groups.reduce(lambda p: torch.ones_like(p))           # |g|
+
+    # ---- the update ----
+
+    def _direction(self) -> dict:
+        """The base optimiser's direction d for every parameter (SGD + momentum + L2 decay)."""
+        d = {}
+        for pg in self.param_groups:
+            mu, wd = pg["momentum"], pg["weight_decay"]
+            for p in pg["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.add(p, alpha=wd) if wd else p.grad.clone()
+                if mu:
+                    st = self.state[p]
+                    buf = st.get("momentum_buffer")
+                    if buf is None:
+                        buf = st["momentum_buffer"] = g.clone()
+                    else:
+                        buf.mul_(mu).add_(g)
+                    g = g.add(buf, alpha=mu) if pg["nesterov"] else buf
+                d[p] = g
+        return d
+
+    def zero_groups(self) -> torch.Tensor:
+        """Bool ``[S]``: groups at zero or on their way there (with DPM: decaying, pruned, requested)."""
+        return self.zero if self.decay is None else self.decay.committed()
+
+    def group_sparsity(self) -> float:
+        """Fraction of groups that are exactly zero now (one host sync; for logs and tests)."""
+        return (self.groups.squared_norms() == 0).float().mean().item()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        d = self._direction()
+        lr = self.param_groups[0]["lr"]
+        G = self.groups
+        if self.step_count < self.start_step:
+            for p, dp in d.items():
+                p.sub_(dp, alpha=lr)
+            self.step_count += 1
+            return loss
+
+        dmap = lambda p: d.get(p, torch.zeros_like(p))  # noqa: E731
+        xx = G.squared_norms()
+        xd = G.reduce(lambda p: p * dmap(p))
+        dd = G.reduce(lambda p: dmap(p).pow(2))
+        if not self.partitioned:
+            self._partition(xx, xd, dd)
+        committed = self.zero_groups()
+        reached = committed.sum() >= self.num_target                       # device bool, no sync
+        if self.decay is not None:  # a released group leaves G_p (SR said it is needed)
+            self.redundant &= self.decay.status != RELEASED
+        active = self.redundant & ~committed & (xx > 0)
+        lam = self._lambda(xx, xd, dd)
+        lam = torch.where(reached, torch.full_like(lam, self.lmbda), lam)
+        xnorm = xx.sqrt().clamp_min(1e-12)
+        coef = torch.where(active, lr * lam / xnorm, torch.zeros_like(lam))  # lasso: x·(1 − coef)
+
+        # trial point x̂ = x − lr·d − lr·λ_g·x_g/‖x_g‖, written in place (x kept for the projection)
+        old = {e.param: e.param.detach().clone() for e in G.entries}
+        for p, dp in d.items():
+            p.sub_(dp, alpha=lr)
+        for e in G.entries:
+            e.param.sub_(old[e.param] * G.expand(coef, e, fill=0.0))
+        self.step_count += 1
+        if self.step_count <= self.project_step or (
+                self.project_until is not None and self.step_count > self.project_until):
+            self._keep_zero()
+            return loss
+
+        # half-space projection: ⟨x̂_g, x_g⟩ < ε‖x_g‖² → zero (or, with DPM, start decaying)
+        inner = G.reduce(lambda p: p * old[p] if p in old else None)
+        cand = active & (inner < self.epsilon * xx) & ~reached
+        room = (self.num_target - committed.sum()).clamp_min(0)
+        rank = torch.empty_like(xx, dtype=torch.long)
+        order = torch.argsort(torch.where(cand, torch.rand(xx.shape, generator=self.generator,
+                                                           device=xx.device), 2.0))
+        rank[order] = torch.arange(len(order), device=xx.device)
+        project = cand & (rank < room)                                    # capped at the target
+        if self.decay is None:
+            self.zero |= project
+        else:
+            self.decay.request(project)
+        self._keep_zero()
+        return loss
+
+    def _partition(self, xx, xd, dd) -> None:
+        """G_p: the groups most aligned with −d and smallest on average (DHSPG's score)."""
+        S = len(xx)
+        xnorm, dnorm = xx.sqrt(), dd.sqrt()
+        cos = xd / (xnorm * dnorm).clamp_min(1e-12)          # cos(−x, −d) = cos(x, d)
+        inv_avg = self.sizes / xnorm.clamp_min(1e-12)       # 1 / (‖x_g‖ / |g|)
+        score = 0.5 * cos / cos.norm().clamp_min(1e-12) + 0.5 * inv_avg / inv_avg.norm().clamp_min(1e-12)
+        k = math.floor(S * min(self.target_sparsity + self.tolerance, 0.999))
+        self.redundant = torch.zeros(S, dtype=torch.bool, device=xx.device)
+        self.redundant[torch.topk(score, k).indices] = True
+        self.partitioned = True
+
+    def _lambda(self, xx, xd, dd) -> torch.Tensor:
+        """Adaptive λ_g: raised where the loss pushes ‖x_g‖ up (⟨x_g, d_g⟩ < 0)."""
+        xnorm = xx.sqrt().clamp_min(1e-12)
+        lam_lb = -xd / xnorm
+        lam = (self.lmbda_amplify * lam_lb).clamp(self.lmbda, self.lmbda * self.hat_lmbda_coeff)
+        lam_ub = -dd * xnorm / torch.where(xd < 0, xd, -torch.ones_like(xd))
+        lam = torch.where(lam >= lam_ub, (lam_lb + lam_ub) / 2, lam)
+        return torch.where(xd < 0, lam, torch.full_like(lam, self.lmbda))
+
+    def _keep_zero(self) -> None:
+        """Zero groups stay zero: parameters and momentum buffers (native projection only; with
+        DPM, Smooth Pruning re-zeroes what it pruned after every step)."""
+        if self.decay is None:
+            keep = (~self.zero).float()
+            self.groups.scale_(keep, keep, self)
+
+    # ---- checkpointing: the per-group state besides the per-parameter buffers ----
+
+    def state_dict(self):
+        s = super().state_dict()
+        s["dhspg"] = {"step_count": self.step_count, "redundant": self.redundant,
+                      "zero": self.zero, "partitioned": self.partitioned,
+                      "generator": self.generator.get_state()}
+        return s
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("dhspg")
+        super().load_state_dict(state_dict)
+        device = self.redundant.device
+        self.step_count, self.partitioned = extra["step_count"], extra["partitioned"]
+        self.redundant, self.zero = extra["redundant"].to(device), extra["zero"].to(device)
+        self.generator.set_state(extra["generator"])
+
+
+def pruned_groups(optimizer: DHSPG) -> torch.Tensor:
+    """Ids of the groups the run drove to zero (native projection, or pruned by the decay)."""
+    if optimizer.decay is None:
+        return optimizer.zero.nonzero().flatten().cpu()
+    return (optimizer.decay.status == PRUNED).nonzero().flatten().cpu()
+
+
+class SparsityLog(Hook):
+    """Adds to every epoch's history entry the fraction of groups that are exactly zero
+    (``group_sparsity``) and, with DPM, the fraction committed to zero (``committed``)."""
+
+    def __init__(self, groups: ChannelGroups, decay: SmoothPruning | None = None):
+        self.groups, self.decay = groups, decay
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        entry = state.history[-1]
+        entry["group_sparsity"] = (self.groups.squared_norms() == 0).float().mean().item()
+        if self.decay is not None:
+            entry["committed"] = self.decay.committed().float().mean().item()

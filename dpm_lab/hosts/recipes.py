@@ -1,0 +1,121 @@
+"""Each host's recipe per profile: the host's own training schedule and pruning settings.
+
+DPM's authors kept each framework's original configuration (ALGORITHMS.md §3, §4.5); the
+``paper`` recipes are those configurations, one per row of the paper's tables. The ``mini``
+recipes shrink them to minutes on a CPU, keeping their shape (DepGraph: sparse learning, then
+pruning, then fine-tuning; OTOv2: one training run that prunes as it goes); ``smoke`` only
+exercises the code. Within a recipe, host, host + SP and host + DPM train the same epochs from
+the same starting checkpoint, so the comparison is fair.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from ..config import Profile, TrainConfig, get_profile
+
+
+@dataclass(frozen=True)
+class DepGraphRecipe:
+    """Torch-Pruning ``group_sl``: ``sparse_learning`` (None = the "w/o SL" variant), then
+    progressive pruning to ``speedup`` (dense/pruned MACs), then ``finetune``. With DPM, the
+    rounds run every ``decay_steps`` over the first ``prune_phase`` of fine-tuning."""
+
+    model: str
+    speedup: float
+    sparse_learning: TrainConfig | None
+    finetune: TrainConfig
+    decay_steps: int
+    reg: float = 5e-4
+    normalizer: str = "max"
+    iterative_steps: int = 400
+    prune_phase: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OTOv2Recipe:
+    """OTOv2: one DHSPG run of ``train`` epochs that prunes to ``target_sparsity`` (fraction of
+    zero-invariant groups). ``from_dense``: start from the profile's dense checkpoint (mini) or
+    from scratch (the paper's recipes). ``start_epoch``: partition and penalty begin."""
+
+    model: str
+    train: TrainConfig
+    target_sparsity: float
+    decay_steps: int
+    start_epoch: int
+    lmbda: float = 1e-3
+    lmbda_amplify: float = 2.0
+    hat_lmbda_coeff: float = 10.0
+    tolerance: float = 0.05
+    epsilon: float = 0.0
+    from_dense: bool = False
+    batch_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sl(epochs: int, **kw) -> TrainConfig:
+    # Torch-Pruning turns the optimiser's weight decay off while the regulariser runs.
+    return TrainConfig(epochs=epochs, lr=0.01, weight_decay=0.0, **kw)
+
+
+def depgraph_recipe(profile: Profile | str | None = None, sparse_learning: bool = True,
+                    model: str | None = None) -> DepGraphRecipe:
+    """The DepGraph recipe of ``profile``; fine-tuning is the profile's own (so ``--epochs``
+    applies to it)."""
+    p = profile if isinstance(profile, Profile) else get_profile(profile)
+    if p.name == "paper":
+        # Torch-Pruning reproduce/: SL 100 epochs lr 0.01 steps 60/80, reg 5e-4; 2.11x; FT 100
+        # epochs lr 0.01 steps 60/80 (ALGORITHMS.md §4.5). N = 5 epochs, as the core profile.
+        sl = _sl(100, schedule="multistep", milestones=(60, 80))
+        r = DepGraphRecipe(model="resnet56", speedup=2.11, sparse_learning=sl,
+                           finetune=p.finetune, decay_steps=p.decay_steps)
+    elif p.name == "mini":
+        r = DepGraphRecipe(model="resnet20", speedup=2.0, sparse_learning=_sl(10, schedule="cosine"),
+                           finetune=p.finetune, decay_steps=p.decay_steps)
+    else:
+        r = DepGraphRecipe(model=p.model, speedup=2.0, sparse_learning=_sl(1, schedule="constant"),
+                           finetune=p.finetune, decay_steps=p.decay_steps)
+    if not sparse_learning:
+        r = replace(r, sparse_learning=None)
+    return replace(r, model=model) if model else r
+
+
+# The paper's OTOv2 rows (ALGORITHMS.md §4.1, §4.4, §4.5): the legacy tutorials' recipes.
+_PAPER_OTOV2 = {
+    "vgg16_bn": dict(train=TrainConfig(epochs=300, lr=0.1, schedule="multistep",
+                                       milestones=(75, 150, 225), weight_decay=5e-4),
+                     target_sparsity=0.79, tolerance=0.21, lmbda=5e-4, epsilon=0.9,
+                     start_epoch=50, batch_size=64),
+    "resnet50_cifar": dict(train=TrainConfig(epochs=300, lr=0.1, schedule="multistep",
+                                             milestones=(75, 150, 225), weight_decay=1e-3),
+                           target_sparsity=0.9, epsilon=0.95, start_epoch=10, batch_size=64),
+}
+
+
+def otov2_recipe(profile: Profile | str | None = None, model: str | None = None,
+                 target_sparsity: float | None = None) -> OTOv2Recipe:
+    """The OTOv2 recipe of ``profile`` (paper: one per model of the paper's rows)."""
+    p = profile if isinstance(profile, Profile) else get_profile(profile)
+    if p.name == "paper":
+        model = model or "vgg16_bn"
+        if model not in _PAPER_OTOV2:
+            raise ValueError(f"no paper OTOv2 recipe for {model!r}; "
+                             f"choose one of: {', '.join(_PAPER_OTOV2)}")
+        kw = _PAPER_OTOV2[model]
+        # N = 5 epochs of steps at batch 64 on CIFAR-10 (782 steps per epoch).
+        r = OTOv2Recipe(model=model, decay_steps=5 * 782, from_dense=False, **kw)
+    elif p.name == "mini":
+        # ResNet-20 from the dense checkpoint, 20 epochs. λ is 300x OTOv2's default so that the
+        # target is reached within 20 epochs instead of hundreds (a choice; see notebook 05).
+        r = OTOv2Recipe(model=model or "resnet20", target_sparsity=0.5, decay_steps=p.decay_steps,
+                        start_epoch=1, lmbda=0.3, epsilon=0.9, from_dense=True,
+                        train=TrainConfig(epochs=20, lr=0.05, schedule="cosine", weight_decay=5e-4))
+    else:  # smoke: λ so large that groups are projected within its 8 steps (code paths only)
+        r = OTOv2Recipe(model=model or p.model, target_sparsity=0.5, decay_steps=p.decay_steps,
+                        start_epoch=0, lmbda=5.0, epsilon=0.9, from_dense=True,
+                        train=TrainConfig(epochs=2, lr=0.05, schedule="constant"))
+    return r if target_sparsity is None else replace(r, target_sparsity=target_sparsity)

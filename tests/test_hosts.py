@@ -1,0 +1,229 @@
+"""The host frameworks: DepGraph (Torch-Pruning group_sl) and OTOv2 (DHSPG), alone and with DPM."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dpm_lab.hosts import (DHSPG, ProgressiveSelector, SparseLearning, make_pruner,
+                           progressive_prune, pruned_groups)
+from dpm_lab.metrics import macs_params
+from dpm_lab.models import get_model, input_size
+from dpm_lab.pruning import (PRUNED, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning,
+                             effective_macs_params, finalize, remove_channels)
+from conftest import calibrate_bn, randomize_bn
+
+SIZE = input_size("resnet20")
+
+
+def _resnet20(seed=0):
+    torch.manual_seed(seed)
+    model = get_model("resnet20")
+    randomize_bn(model, seed)
+    return model
+
+
+# ---- DepGraph ----
+
+def test_depgraph_host_reaches_the_speedup_target():
+    model = _resnet20()
+    info = progressive_prune(make_pruner(model, SIZE), model, 2.0, SIZE)
+    dense, pruned = info["dense_macs"], macs_params(model, SIZE)[0]
+    assert dense / pruned >= 2.0 and info["macs"] == pruned
+    assert 0 < info["steps"] < 400
+
+
+def test_sparse_learning_hook_adds_the_group_penalty_to_gradients():
+    model = _resnet20()
+    x, y = torch.randn(4, *SIZE[1:]), torch.randint(0, 10, (4,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    SparseLearning(make_pruner(model, SIZE, reg=1e-2)).before_step(type("S", (), {"model": model}))
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.grad, before[n])]
+    assert any("conv" in n for n in changed) and any("bn" in n for n in changed)
+    assert "fc.bias" not in changed  # the output layer is ignored
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_depgraph_with_sp_N1_equals_the_hosts_progressive_removal(rounds):
+    model = _resnet20()
+    host, soft = copy.deepcopy(model), copy.deepcopy(model)
+    info = progressive_prune(make_pruner(host, SIZE), host, 2.0, SIZE)
+    groups = ChannelGroups(soft, torch.randn(SIZE))
+    selector = ProgressiveSelector(make_pruner(soft, SIZE), groups, 2.0, rounds, SIZE)
+    sp = SmoothPruning(groups, MacsTarget(0.5), 1, rounds=list(range(rounds)), selector=selector,
+                       input_size=SIZE)
+    for r in range(rounds):
+        sp.round(r)
+    assert selector.log[-1]["pruner_steps"] > 0
+    assert sum(e["pruner_steps"] for e in selector.log) == info["steps"]
+    soft, _ = finalize(soft, sp, SIZE)
+    assert [p.shape for p in soft.parameters()] == [p.shape for p in host.parameters()]
+    host.eval(), soft.eval()
+    x = torch.randn(8, *SIZE[1:])
+    with torch.no_grad():
+        assert torch.equal(soft(x), host(x))
+
+
+def test_depgraph_rounds_meet_their_budgets_and_the_last_meets_the_target():
+    model = _resnet20()
+    groups = ChannelGroups(model, torch.randn(SIZE))
+    selector = ProgressiveSelector(make_pruner(model, SIZE), groups, 2.0, 3, SIZE)
+    sp = SmoothPruning(groups, MacsTarget(0.5), 4, rounds=[0, 1, 2], selector=selector,
+                       input_size=SIZE)
+    for r in range(3):
+        sp.round(r)
+    budgets = [e["budget"] for e in selector.log]
+    assert budgets == sorted(budgets, reverse=True) and budgets[-1] == pytest.approx(0.5)
+    assert all(e["macs_ratio"] <= e["budget"] for e in selector.log)
+    held = sp.decaying_ids()
+    macs = effective_macs_params(model, groups.split(held), SIZE)[0]
+    assert macs <= 0.5 * macs_params(model, SIZE)[0]
+
+
+# ---- OTOv2 / DHSPG ----
+
+class TinyNet(nn.Module):
+    """Two conv-BN-ReLU layers and a classifier: 32 zero-invariant groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.conv2, self.bn2 = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+TINY = (1, 3, 8, 8)
+
+
+def _dhspg_run(steps=150, decay_N=None, rectifier=None, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = TinyNet()
+    groups = ChannelGroups(model, torch.randn(TINY), consumers=False)
+    sp = None
+    if decay_N:
+        sp = SmoothPruning(groups, None, decay_N, rounds=(), rectifier=rectifier,
+                           input_size=TINY, release_until=steps // 2)
+    opt = DHSPG(model.parameters(), groups, **{**dict(lr=0.1, target_sparsity=0.5, lmbda=0.5,
+                                                      epsilon=0.9, start_step=10, seed=seed,
+                                                      decay=sp), **kw})
+    g = torch.Generator().manual_seed(seed)
+    state = type("S", (), {"optimizer": opt, "step": 0})()
+    if sp:
+        sp.on_fit_start(state)
+    for t in range(steps):
+        x, y = torch.randn(16, *TINY[1:], generator=g), torch.randint(0, 10, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        state.step = t
+        if sp:
+            sp.after_step(state)
+    return model, groups, opt, sp
+
+
+def test_dhspg_reaches_its_target_group_sparsity_with_exact_zeros():
+    model, groups, opt, _ = _dhspg_run()
+    zero = groups.squared_norms() == 0
+    assert opt.num_target == 16
+    assert int(zero.sum()) == opt.num_target           # reached, and capped at the target
+    assert torch.equal(zero, opt.zero)                 # exactly the projected groups
+    assert bool(opt.redundant[zero].all())             # only from the redundant set G_p
+
+
+def test_dhspg_zero_groups_are_removed_with_identical_outputs():
+    model, groups, opt, _ = _dhspg_run()
+    model.eval()
+    calibrate_bn(model, TINY)
+    x = torch.randn(8, *TINY[1:])
+    with torch.no_grad():
+        before = model(x)
+        remove_channels(model, groups.split(pruned_groups(opt)), TINY)
+        after = model(x)
+    assert (before - after).abs().max() <= 1e-5
+    assert sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)) == 16
+
+
+def test_dhspg_with_sp_N1_equals_the_projection():
+    native, _, opt_a, _ = _dhspg_run()
+    soft, _, opt_b, sp = _dhspg_run(decay_N=1)
+    assert torch.equal(pruned_groups(opt_a), pruned_groups(opt_b))
+    for p, q in zip(native.parameters(), soft.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_dhspg_with_dpm_decays_over_N_steps_then_holds_the_target():
+    model, groups, opt, sp = _dhspg_run(steps=200, decay_N=20, rectifier=SelfRectifying(window=3))
+    pruned = sp.status == PRUNED
+    assert int(pruned.sum()) == opt.num_target
+    assert bool((groups.squared_norms()[pruned] == 0).all())
+    assert len(sp.decaying_ids()) == 0               # every decay started has finished
+    model.eval()
+    calibrate_bn(model, TINY)
+    x = torch.randn(8, *TINY[1:])
+    with torch.no_grad():
+        before = model(x)
+        finalize(model, sp, TINY)
+        assert (before - model(x)).abs().max() <= 1e-5
+
+
+def test_dhspg_state_survives_a_checkpoint():
+    a, _, opt_a, _ = _dhspg_run(steps=60)
+    torch.manual_seed(0)
+    b = TinyNet()
+    groups_b = ChannelGroups(b, torch.randn(TINY), consumers=False)
+    opt_b = DHSPG(b.parameters(), groups_b, lr=0.1, target_sparsity=0.5, lmbda=0.5, epsilon=0.9)
+    b.load_state_dict(a.state_dict())
+    opt_b.load_state_dict(opt_a.state_dict())
+    assert opt_b.step_count == 60 and torch.equal(opt_b.redundant, opt_a.redundant)
+    assert torch.equal(opt_b.zero, opt_a.zero)
+
+
+def test_dhspg_bad_parameters_name_the_value():
+    model = TinyNet()
+    with pytest.raises(ValueError, match="consumers=False"):
+        DHSPG(model.parameters(), ChannelGroups(model, torch.randn(TINY)))
+    groups = ChannelGroups(model, torch.randn(TINY), consumers=False)
+    with pytest.raises(ValueError, match="1.5"):
+        DHSPG(model.parameters(), groups, target_sparsity=1.5)
+
+
+# ---- the pipelines (smoke profile, generated data, throw-away folders) ----
+
+@pytest.mark.parametrize("host", ["depgraph", "otov2"])
+def test_host_pipelines_write_consistent_records(host, tmp_path):
+    from dpm_lab.config import get_profile
+    from dpm_lab.experiments import run_host
+
+    profile = get_profile("smoke").with_(dataset="synthetic")
+    dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
+                progress=False)
+    records = {m: run_host(host, m, profile, 0, **dirs) for m in ("host", "sp", "dpm")}
+    for m, r in records.items():
+        assert r["host"] == host and r["method"] == m and r["config"]["recipe"]["model"] == "resnet20"
+        if host == "depgraph":
+            assert r["macs_ratio"] <= 1 / 2.0
+        if m != "host":  # removal is exact: same MACs as counted before, same accuracy
+            assert r["macs"] == r["effective_macs"]
+            assert r["top1_after_finalize"] == r["soft_top1"]
+    again = run_host(host, "dpm", profile, 0, **dirs)  # finished runs are read back
+    assert again["wall_time_s"] == records["dpm"]["wall_time_s"]
+
+
+def test_paper_recipes_hold_the_papers_settings():
+    from dpm_lab.hosts.recipes import depgraph_recipe, otov2_recipe
+
+    dg = depgraph_recipe("paper")
+    assert (dg.model, dg.speedup, dg.reg, dg.sparse_learning.epochs, dg.finetune.epochs) == \
+        ("resnet56", 2.11, 5e-4, 100, 100)
+    assert depgraph_recipe("paper", sparse_learning=False).sparse_learning is None
+    vgg, r50 = otov2_recipe("paper", "vgg16_bn"), otov2_recipe("paper", "resnet50_cifar")
+    assert (vgg.target_sparsity, vgg.train.epochs, vgg.batch_size, vgg.from_dense) == (0.79, 300, 64, False)
+    assert r50.target_sparsity == 0.9
+    with pytest.raises(ValueError, match="resnet20"):
+        otov2_recipe("paper", "resnet20")
