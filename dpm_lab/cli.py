@@ -1,4 +1,4 @@
-"""Command line: ``python -m dpm_lab train|run|sweep|download``.
+"""Command line: ``python -m dpm_lab train|run|sweep|report|download``.
 
 Every option is documented in ``--help``. A bad value exits with status 2 and one line naming the
 value and what is allowed.
@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="MACs fractions to keep (default 0.5 0.25 0.1)")
     sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
 
+    report = sub.add_parser("report", help="tables and accuracy-vs-MACs figures from the recorded "
+                                           "results of a profile (core methods and each host)")
+    report.add_argument("--profile", choices=PROFILE_NAMES, default="mini",
+                        help="whose records (default mini)")
+    report.add_argument("--results-dir", default=None, help="where records are (default: results/)")
+    report.add_argument("--out", default=None, help="folder for the figures (default: figures/)")
+
     download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision into --data-root")
     download.add_argument("dataset", choices=("cifar10", "cifar100"))
     download.add_argument("--data-root", default=None, help="target folder (default: data/)")
@@ -124,6 +131,15 @@ def _dispatch(args) -> int:
     if args.command == "download":
         load_dataset(args.dataset, root=args.data_root, download=True)
         print(f"{args.dataset} ready")
+        return 0
+    if args.command == "report":
+        found = figures.report(args.profile, args.results_dir, args.out)
+        if not found:
+            raise ValueError(f"no {args.profile}-profile records under "
+                             f"{args.results_dir or 'results/'}; run `sweep` or `run` first")
+        for name, table, path in found:
+            print(f"== {name} ({args.profile}): mean ± std over seeds; figure {path}")
+            print(table.round(3).to_string(index=False))
         return 0
     profile = get_profile(args.profile)
     changes = {k: v for k, v in (("model", args.model), ("dataset", args.data)) if v is not None}

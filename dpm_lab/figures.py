@@ -83,6 +83,28 @@ def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: boo
     return path
 
 
+def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[tuple[str, pd.DataFrame, Path]]:
+    """Every comparison recorded for ``profile``: the core methods (``results/<profile>/prune``)
+    and each host (``results/<profile>/<host>``). Returns ``(name, summary table, figure path)``
+    per comparison; the accuracy-vs-MACs figures go to ``out_dir`` (default ``figures/``)."""
+    from .results import RESULTS_DIR, load_records
+
+    base = Path(results_dir or RESULTS_DIR) / profile
+    out_dir = Path(out_dir) if out_dir else FIGURES_DIR
+    found = []
+    for name, by in (("prune", ("method", "target_macs")), ("depgraph", ("method", "target")),
+                     ("otov2", ("method", "target"))):
+        records = load_records(base / name)
+        if records.empty:
+            continue
+        title = {"prune": "core methods", "depgraph": "DepGraph host",
+                 "otov2": "OTOv2 host"}[name] + f", {profile} profile"
+        path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{name}_{profile}.png",
+                                title=title, by=by)
+        found.append((name, summarize(records, by), path))
+    return found
+
+
 # ---- notebook helpers ------------------------------------------------------------------------
 # Drawn from live objects (ChannelGroups, SmoothPruning, SelfRectifying) or records. They save a
 # PNG only when ``out`` is given (and return its path, else None); ``show=True`` leaves the figure

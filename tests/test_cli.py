@@ -50,3 +50,10 @@ def test_train_smoke_writes_checkpoint_record_and_figure(tmp_path, monkeypatch, 
     assert next((tmp_path / "runs").rglob("model.pt")).exists()
     assert next((tmp_path / "fig").glob("*.png")).stat().st_size > 0
     assert "final top-1" in capsys.readouterr().out
+
+
+def test_report_without_records_says_so_in_one_line(tmp_path):
+    r = _cli("report", "--results-dir", str(tmp_path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no mini-profile records" in lines[0]

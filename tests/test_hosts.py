@@ -213,6 +213,10 @@ def test_host_pipelines_write_consistent_records(host, tmp_path):
             assert r["top1_after_finalize"] == r["soft_top1"]
     again = run_host(host, "dpm", profile, 0, **dirs)  # finished runs are read back
     assert again["wall_time_s"] == records["dpm"]["wall_time_s"]
+    from dpm_lab.figures import report
+    (name, table, figure), = [r for r in report("smoke", tmp_path / "res", tmp_path / "fig")
+                              if r[0] == host]
+    assert sorted(table["method"]) == ["dpm", "host", "sp"] and figure.exists()
 
 
 def test_paper_recipes_hold_the_papers_settings():
