@@ -9,7 +9,7 @@ from dpm_lab.hosts import (DHSPG, ProgressiveSelector, SparseLearning, make_prun
                            progressive_prune, pruned_groups)
 from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model, input_size
-from dpm_lab.pruning import (PRUNED, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning,
+from dpm_lab.pruning import (PRUNED, RELEASED, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning,
                              effective_macs_params, finalize, remove_channels)
 from conftest import calibrate_bn, randomize_bn
 
@@ -170,6 +170,17 @@ def test_dhspg_with_dpm_decays_over_N_steps_then_holds_the_target():
         before = model(x)
         finalize(model, sp, TINY)
         assert (before - model(x)).abs().max() <= 1e-5
+
+
+def test_dhspg_replaces_released_groups_in_the_redundant_set():
+    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying())
+    size = int(opt.redundant.sum())
+    assert size == opt.num_redundant
+    victims = (opt.redundant & ~sp.committed()).nonzero().flatten()[:3]
+    sp.status[victims] = RELEASED                      # as Self-Rectifying would
+    xx = groups.squared_norms()
+    opt._replace_released(xx, xx, xx, sp.committed())
+    assert int(opt.redundant.sum()) == size and not opt.redundant[victims].any()
 
 
 def test_dhspg_state_survives_a_checkpoint():

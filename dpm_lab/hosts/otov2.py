@@ -15,8 +15,8 @@ host sync per step (the random subset of a capped projection is drawn on the dev
 DPM plugs into the one hard step: with ``decay`` set (a :class:`SmoothPruning` over the same
 groups), a group that satisfies the projection condition is handed to Smooth Pruning via
 ``decay.request`` instead of being zeroed, and decays over N steps with DHSPG still giving its
-direction; Self-Rectifying may release it, after which it leaves G_p and the sparsity controller
-projects others until the target holds. With N = 1 this is exactly DHSPG's projection (tested).
+direction; Self-Rectifying may release it, after which it leaves G_p, the best-scoring free group
+outside G_p takes its place, and the projection continues until the target holds. With N = 1 this is exactly DHSPG's projection (tested).
 
 Choices where the sources are silent (all parameters):
 - base direction: SGD with momentum and L2 weight decay (the tutorials' recipe); DHSPG's own
@@ -133,8 +133,8 @@ class DHSPG(torch.optim.Optimizer):
             self._partition(xx, xd, dd)
         committed = self.zero_groups()
         reached = committed.sum() >= self.num_target                       # device bool, no sync
-        if self.decay is not None:  # a released group leaves G_p (SR said it is needed)
-            self.redundant &= self.decay.status != RELEASED
+        if self.decay is not None:
+            self._replace_released(xx, xd, dd, committed)
         active = self.redundant & ~committed & (xx > 0)
         lam = self._lambda(xx, xd, dd)
         lam = torch.where(reached, torch.full_like(lam, self.lmbda), lam)
@@ -169,17 +169,34 @@ class DHSPG(torch.optim.Optimizer):
         self._keep_zero()
         return loss
 
-    def _partition(self, xx, xd, dd) -> None:
-        """G_p: the groups most aligned with −d and smallest on average (DHSPG's score)."""
-        S = len(xx)
+    def _score(self, xx, xd, dd) -> torch.Tensor:
+        """DHSPG's redundancy score: aligned with −d and small on average = redundant."""
         xnorm, dnorm = xx.sqrt(), dd.sqrt()
         cos = xd / (xnorm * dnorm).clamp_min(1e-12)          # cos(−x, −d) = cos(x, d)
         inv_avg = self.sizes / xnorm.clamp_min(1e-12)       # 1 / (‖x_g‖ / |g|)
-        score = 0.5 * cos / cos.norm().clamp_min(1e-12) + 0.5 * inv_avg / inv_avg.norm().clamp_min(1e-12)
-        k = math.floor(S * min(self.target_sparsity + self.tolerance, 0.999))
+        return 0.5 * cos / cos.norm().clamp_min(1e-12) + 0.5 * inv_avg / inv_avg.norm().clamp_min(1e-12)
+
+    def _partition(self, xx, xd, dd) -> None:
+        """G_p: the top (target + tolerance) fraction of groups by :meth:`_score`."""
+        S = len(xx)
+        self.num_redundant = math.floor(S * min(self.target_sparsity + self.tolerance, 0.999))
         self.redundant = torch.zeros(S, dtype=torch.bool, device=xx.device)
-        self.redundant[torch.topk(score, k).indices] = True
+        self.redundant[torch.topk(self._score(xx, xd, dd), self.num_redundant).indices] = True
         self.partitioned = True
+
+    def _replace_released(self, xx, xd, dd, committed) -> None:
+        """A group Self-Rectifying released leaves G_p (the gradients say it is needed) and the
+        best-scoring free group outside G_p takes its place, so G_p keeps its size and the
+        projection can still reach the target. Ranks on the device: no host sync."""
+        released = self.decay.status == RELEASED
+        self.redundant &= ~released
+        deficit = self.num_redundant - self.redundant.sum()
+        cand = ~self.redundant & ~released & ~committed & (xx > 0)
+        score = torch.where(cand, self._score(xx, xd, dd), -torch.inf)
+        rank = torch.empty_like(xx, dtype=torch.long)
+        order = torch.argsort(score, descending=True)
+        rank[order] = torch.arange(len(order), device=xx.device)
+        self.redundant |= cand & (rank < deficit)
 
     def _lambda(self, xx, xd, dd) -> torch.Tensor:
         """Adaptive λ_g: raised where the loss pushes ‖x_g‖ up (⟨x_g, d_g⟩ < 0)."""
@@ -203,6 +220,7 @@ class DHSPG(torch.optim.Optimizer):
         s = super().state_dict()
         s["dhspg"] = {"step_count": self.step_count, "redundant": self.redundant,
                       "zero": self.zero, "partitioned": self.partitioned,
+                      "num_redundant": getattr(self, "num_redundant", 0),
                       "generator": self.generator.get_state()}
         return s
 
@@ -212,6 +230,7 @@ class DHSPG(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         device = self.redundant.device
         self.step_count, self.partitioned = extra["step_count"], extra["partitioned"]
+        self.num_redundant = extra["num_redundant"]
         self.redundant, self.zero = extra["redundant"].to(device), extra["zero"].to(device)
         self.generator.set_state(extra["generator"])
 
