@@ -141,6 +141,8 @@ def _dispatch(args) -> int:
             print(f"== {name} ({args.profile}): mean ± std over seeds; figure {path}")
             print(table.round(3).to_string(index=False))
         return 0
+    if args.command == "run":
+        _check_run_options(args)
     profile = get_profile(args.profile)
     changes = {k: v for k, v in (("model", args.model), ("dataset", args.data)) if v is not None}
     phase = "dense" if args.command == "train" else "finetune"
@@ -158,24 +160,12 @@ def _dispatch(args) -> int:
         print(figures.summarize(figures.records_frame(records)).to_string(index=False))
         return 0
     elif args.host != "core":
-        if args.method == "single-step":
-            raise ValueError(f"--method single-step is the core baseline; with --host "
-                             f"{args.host} choose one of: host, sp, dpm")
-        if args.target_macs is not None or args.channel_ratio is not None:
-            raise ValueError("--target-macs/--channel-ratio are core options; hosts take "
-                             "--speedup (depgraph) or --target-sparsity (otov2)")
-        if args.speedup is not None and args.speedup <= 1:
-            raise ValueError(f"--speedup must be > 1, got {args.speedup}")
-        if args.target_sparsity is not None and not 0 < args.target_sparsity < 1:
-            raise ValueError(f"--target-sparsity must be in (0, 1), got {args.target_sparsity}")
         record = experiments.run_host(
             args.host, args.method, profile, args.seed, sparse_learning=not args.no_sl,
             speedup=args.speedup, target_sparsity=args.target_sparsity, model=args.model,
             decay_steps=args.decay_steps, t_rate=args.t_rate, t_len=args.t_len, rule=args.rule,
             device=args.device, data_root=args.data_root, **dirs)
     else:
-        if args.method == "host":
-            raise ValueError("--method host needs --host depgraph or --host otov2")
         target_macs = args.target_macs
         if target_macs is None and args.channel_ratio is None:
             target_macs = 0.5
@@ -191,3 +181,21 @@ def _dispatch(args) -> int:
         path = figures.training_curve(record)
         print(f"figure: {path}")
     return 0
+
+
+def _check_run_options(args) -> None:
+    """Reject option combinations that mix the core pipeline and the hosts (before any work)."""
+    if args.host == "core":
+        if args.method == "host":
+            raise ValueError("--method host needs --host depgraph or --host otov2")
+        return
+    if args.method == "single-step":
+        raise ValueError(f"--method single-step is the core baseline; with --host "
+                         f"{args.host} choose one of: host, sp, dpm")
+    if args.target_macs is not None or args.channel_ratio is not None:
+        raise ValueError("--target-macs/--channel-ratio are core options; hosts take "
+                         "--speedup (depgraph) or --target-sparsity (otov2)")
+    if args.speedup is not None and args.speedup <= 1:
+        raise ValueError(f"--speedup must be > 1, got {args.speedup}")
+    if args.target_sparsity is not None and not 0 < args.target_sparsity < 1:
+        raise ValueError(f"--target-sparsity must be in (0, 1), got {args.target_sparsity}")
