@@ -109,10 +109,6 @@ class DHSPG(torch.optim.Optimizer):
         """Bool ``[S]``: groups at zero or on their way there (with DPM: decaying, pruned, requested)."""
         return self.zero if self.decay is None else self.decay.committed()
 
-    def group_sparsity(self) -> float:
-        """Fraction of groups that are exactly zero now (one host sync; for logs and tests)."""
-        return (self.groups.squared_norms() == 0).float().mean().item()
-
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
@@ -145,8 +141,9 @@ class DHSPG(torch.optim.Optimizer):
         old = {e.param: e.param.detach().clone() for e in G.entries}
         for p, dp in d.items():
             p.sub_(dp, alpha=lr)
+        coef = G.pad(coef, fill=0.0)
         for e in G.entries:
-            e.param.sub_(old[e.param] * G.expand(coef, e, fill=0.0))
+            e.param.sub_(old[e.param] * G.expand(coef, e))
         self.step_count += 1
         if self.step_count <= self.project_step or (
                 self.project_until is not None and self.step_count > self.project_until):

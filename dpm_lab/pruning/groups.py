@@ -152,12 +152,18 @@ class ChannelGroups:
                 buf.index_add_(0, e.owner, t.float())
         return buf[:-1]
 
-    def expand(self, values: torch.Tensor, entry: "_Entry", fill: float = 1.0) -> torch.Tensor:
-        """``values[S]`` broadcast onto ``entry``'s parameter shape (``fill`` where unowned)."""
-        v = torch.cat([values, values.new_full((1,), fill)])[entry.owner]
+    @staticmethod
+    def pad(values: torch.Tensor, fill: float = 1.0) -> torch.Tensor:
+        """``values[S]`` plus one ``fill`` slot for the indices no structure owns (pad once per
+        step, then :meth:`expand` per parameter)."""
+        return torch.cat([values, values.new_full((1,), fill)])
+
+    @staticmethod
+    def expand(padded: torch.Tensor, entry: "_Entry") -> torch.Tensor:
+        """A :meth:`pad`-ed per-structure vector broadcast onto ``entry``'s parameter shape."""
         shape = [1] * entry.param.dim()
         shape[entry.dim] = -1
-        return v.view(shape)
+        return padded[entry.owner].view(shape)
 
     def scale_(self, factor: torch.Tensor, optimizer_state_mask: torch.Tensor | None = None,
                optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -166,12 +172,14 @@ class ChannelGroups:
         With ``optimizer`` and ``optimizer_state_mask``, the optimiser's per-parameter buffers
         (momentum, Adam moments) are multiplied by the mask too, so they cannot revive a slice.
         """
+        f = self.pad(factor)
+        mask = None if optimizer_state_mask is None else self.pad(optimizer_state_mask)
         with torch.no_grad():
             for e in self.entries:
                 p = e.param
-                p.mul_(self.expand(factor, e).to(p.dtype))
-                if optimizer_state_mask is not None and optimizer is not None:
-                    m = self.expand(optimizer_state_mask, e)
+                p.mul_(self.expand(f, e).to(p.dtype))
+                if mask is not None and optimizer is not None:
+                    m = self.expand(mask, e)
                     for buf in optimizer.state.get(p, {}).values():
                         if torch.is_tensor(buf) and buf.shape == p.shape:
                             buf.mul_(m.to(buf.dtype))
