@@ -1,7 +1,11 @@
 """Command line: ``python -m dpm_lab train|run|sweep|report|download``.
 
-Every option is documented in ``--help``. A bad value exits with status 2 and one line naming the
-value and what is allowed.
+``run`` and ``sweep`` share one option table, each option a field of
+:class:`dpm_lab.runspec.RunSpec`; in ``sweep`` every option takes one or more values and the
+grid is their Cartesian product. An option that does not apply to the chosen host or method is
+refused with one line saying why (``run``), or left out of the grid points it does not apply to,
+with a note (``sweep``). Every other bad value exits with status 2 and one line naming the value
+and what is allowed.
 """
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ from .config import PROFILE_NAMES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
-from .hosts import HOSTS
-from .pruning.rectify import RULES
+from .pruning.rectify import RATE_REFERENCES, RULES
+from .runspec import HOSTS, METHODS, RunSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,42 +25,96 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
-    return value
+def _number(kind, test, allowed: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}")
+        return value
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1]") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1]")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+_fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+_open_fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+_val_fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+_speedup = _number(float, lambda v: v > 1, "a number > 1")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _on_off(text: str) -> bool:
+    if text.lower() in ("on", "yes", "true"):
+        return True
+    if text.lower() in ("off", "no", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
+
+
+ALL_METHODS = tuple(dict.fromkeys(m for ms in METHODS.values() for m in ms))
+
+# (flags, RunSpec field, argparse keywords). Defaults are None: the profile's or recipe's value.
+RUN_OPTIONS = [
+    (("--host",), "host", dict(choices=HOSTS, help="core: DPM's own selection (default); "
+                                                   "depgraph: Torch-Pruning group_sl; otov2: DHSPG")),
+    (("--method", "--methods"), "method",
+     dict(choices=ALL_METHODS, help="core: single-step | sp | dpm; hosts: host | sp | dpm "
+                                    "(default dpm; a sweep: every method of the host)")),
+    (("--seed", "--seeds"), "seed", dict(type=int, help="random seed (default 0; a sweep: 0 1 2)")),
+    (("--model",), "model", dict(choices=MODEL_NAMES, help="override the profile's model")),
+    (("--data",), "dataset", dict(choices=DATASET_NAMES, help="override the profile's dataset")),
+    (("--epochs",), "epochs", dict(type=_positive_int, help="epochs of the pruning phase "
+                                   "(fine-tuning; OTOv2's DHSPG run); milestones scale with it")),
+    (("--val-fraction",), "val_fraction",
+     dict(type=_val_fraction, help="hold out this fraction of the training split for "
+                                   "validation (default: the profile's, 0)")),
+    (("--target-macs", "--targets"), "target_macs",
+     dict(type=_fraction, help="core: fraction of dense MACs to keep (default 0.5)")),
+    (("--channel-ratio",), "channel_ratio",
+     dict(type=_open_fraction, help="core, instead of --target-macs: fraction of every "
+                                    "group's channels to remove")),
+    (("--criterion",), "criterion", dict(choices=CRITERIA, help="core: importance criterion "
+                                                                "(default l2)")),
+    (("--calibration-batches",), "calibration_batches",
+     dict(type=_positive_int, help="core, --criterion taylor: batches whose gradients rank the "
+                                   "step-0 selection (default 4)")),
+    (("--prune-phase",), "prune_phase",
+     dict(type=_fraction, help="sp/dpm (core, depgraph): fraction of fine-tuning during which "
+                               "selection rounds run (default 0.5)")),
+    (("--decay-steps",), "decay_steps",
+     dict(type=_positive_int, help="N, optimiser steps for a selected channel to decay to zero "
+                                   "(default: the profile's)")),
+    (("--t-rate",), "t_rate", dict(type=float, help="dpm: threshold on C_rate (default 0.5)")),
+    (("--t-len",), "t_len", dict(type=float, help="dpm: threshold on C_len (default 1.0)")),
+    (("--rule",), "rule", dict(choices=RULES, help="dpm: release when all or any signal is "
+                                                   "over its threshold (default all)")),
+    (("--window",), "window", dict(type=_positive_int, help="dpm: steps of the moving average "
+                                                            "of C_rate and C_len (default 10)")),
+    (("--rate-reference",), "rate_reference",
+     dict(choices=RATE_REFERENCES, help="dpm: what C_rate is measured against "
+                                        "(default decay_step)")),
+    (("--sparse-learning",), "sparse_learning",
+     dict(type=_on_off, help="depgraph: on (default) or off, the 'w/o SL' variant")),
+    (("--speedup",), "speedup", dict(type=_speedup, help="depgraph: MACs speed-up target "
+                                                         "(default: the recipe's)")),
+    (("--target-sparsity",), "target_sparsity",
+     dict(type=_open_fraction, help="otov2: target group sparsity (default: the recipe's)")),
+]
+
+
+def _places(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                    help="smoke (seconds), mini (minutes on CPU) or paper (published recipe, GPU); "
                         "default: $DPM_LAB_PROFILE, else mini")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None, help="override the profile's model")
-    p.add_argument("--data", choices=DATASET_NAMES, default=None,
-                   help="override the profile's dataset")
     p.add_argument("--data-root", default=None,
-                   help="folder holding the dataset (default: $DPM_LAB_DATA, data/, ../shared/data)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="override the profile's epochs (dense for train, fine-tune for run)")
+                   help="folder holding the dataset (default: $DPM_LAB_DATA, ./data, then data/ "
+                        "and shared/data/ in the working directory's parents)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--results-dir", default=None, help="where records go (default: results/)")
-    p.add_argument("--runs-dir", default=None, help="where checkpoints go (default: runs/)")
-    p.add_argument("--no-figure", action="store_true", help="do not write the training-curve figure")
+    p.add_argument("--results-dir", default=None,
+                   help="where records go (default: $DPM_LAB_HOME/results, else ./results)")
+    p.add_argument("--runs-dir", default=None,
+                   help="where checkpoints go (default: $DPM_LAB_HOME/runs, else ./runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,54 +122,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a dense model; write checkpoint, record and figure")
-    _common(train)
+    _places(train)
+    train.add_argument("--model", choices=MODEL_NAMES, default=None)
+    train.add_argument("--data", choices=DATASET_NAMES, default=None)
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help="dense epochs (default: the profile's); milestones scale with it")
+    train.add_argument("--val-fraction", type=_val_fraction, default=None,
+                       help="hold out this fraction of the training split for validation")
+    train.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
 
-    run = sub.add_parser("run", help="dense (reused) -> prune with a method -> fine-tune -> record")
-    _common(run)
-    run.add_argument("--host", choices=("core",) + HOSTS, default="core",
-                     help="core: DPM's own selection (default); depgraph: Torch-Pruning group_sl; "
-                          "otov2: DHSPG")
-    run.add_argument("--method", choices=("single-step", "host", "sp", "dpm"), default="dpm",
-                     help="single-step baseline (core) or host (a host's own one-step pruning); "
-                          "sp: Smooth Pruning; dpm: SP + Self-Rectifying")
-    run.add_argument("--no-sl", action="store_true",
-                     help="depgraph: skip sparse learning (the 'w/o SL' variant)")
-    run.add_argument("--speedup", type=float, default=None,
-                     help="depgraph: MACs speed-up target (default: the recipe's, 2.0 mini, 2.11 paper)")
-    run.add_argument("--target-sparsity", type=float, default=None,
-                     help="otov2: target group sparsity in (0, 1) (default: the recipe's)")
-    run.add_argument("--target-macs", type=_fraction, default=None,
-                     help="fraction of dense MACs to keep, e.g. 0.5 (default 0.5)")
-    run.add_argument("--channel-ratio", type=float, default=None,
-                     help="instead of --target-macs: fraction of every group's channels to remove")
-    run.add_argument("--criterion", choices=CRITERIA, default="l2", help="importance criterion")
-    run.add_argument("--decay-steps", type=_positive_int, default=None,
-                     help="N, optimiser steps for a selected channel to decay to zero "
-                          "(default: the profile's)")
-    run.add_argument("--prune-phase", type=_fraction, default=0.5,
-                     help="fraction of fine-tuning during which selection rounds run (default 0.5)")
-    run.add_argument("--t-rate", type=float, default=0.5, help="SR threshold on C_rate (default 0.5)")
-    run.add_argument("--t-len", type=float, default=1.0, help="SR threshold on C_len (default 1.0)")
-    run.add_argument("--rule", choices=RULES, default="all", help="SR release rule (default all)")
+    run = sub.add_parser("run", help="dense (reused) -> prune with a method -> train -> record")
+    _places(run)
+    for flags, dest, kw in RUN_OPTIONS:
+        run.add_argument(*flags, dest=dest, default=None, **kw)
+    run.add_argument("--no-sl", dest="sparse_learning", action="store_const", const=False,
+                     help="depgraph: skip sparse learning (same as --sparse-learning off)")
+    run.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
 
-    sweep = sub.add_parser("sweep", help="every method x MACs target x seed, resumable")
-    _common(sweep)
-    sweep.add_argument("--methods", nargs="+", choices=("single-step", "sp", "dpm"),
-                       default=["single-step", "sp", "dpm"], help="methods to compare")
-    sweep.add_argument("--targets", nargs="+", type=_fraction, default=[0.5, 0.25, 0.1],
-                       help="MACs fractions to keep (default 0.5 0.25 0.1)")
-    sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    sweep = sub.add_parser("sweep", help="every combination of the given values, resumable: "
+                                         "finished runs are read back")
+    _places(sweep)
+    for flags, dest, kw in RUN_OPTIONS:
+        sweep.add_argument(*flags, dest=dest, default=None, nargs="+", **kw)
 
-    report = sub.add_parser("report", help="tables and accuracy-vs-MACs figures from the recorded "
-                                           "results of a profile (core methods and each host)")
+    report = sub.add_parser("report", help="tables and accuracy-vs-MACs figures from the "
+                                           "recorded results of a profile")
     report.add_argument("--profile", choices=PROFILE_NAMES, default="mini",
                         help="whose records (default mini)")
-    report.add_argument("--results-dir", default=None, help="where records are (default: results/)")
-    report.add_argument("--out", default=None, help="folder for the figures (default: figures/)")
+    report.add_argument("--results-dir", default=None,
+                        help="where records are (default: $DPM_LAB_HOME/results)")
+    report.add_argument("--reference", action="store_true",
+                        help="read the repository's committed reference records instead")
+    report.add_argument("--out", default=None,
+                        help="folder for the figures (default: $DPM_LAB_HOME/figures)")
 
-    download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision into --data-root")
+    download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision")
     download.add_argument("dataset", choices=("cifar10", "cifar100"))
-    download.add_argument("--data-root", default=None, help="target folder (default: data/)")
+    download.add_argument("--data-root", default=None,
+                          help="target folder (default: $DPM_LAB_DATA, else ./data)")
     return parser
 
 
@@ -119,9 +168,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, DatasetNotFoundError) as err:
+    except (ValueError, RuntimeError, DatasetNotFoundError) as err:
         print(f"python -m dpm_lab: error: {err}", file=sys.stderr)
         return 2
+
+
+def _spec_fields(args) -> dict:
+    return {dest: getattr(args, dest) for _, dest, _ in RUN_OPTIONS
+            if getattr(args, dest) is not None}
 
 
 def _dispatch(args) -> int:
@@ -133,69 +187,85 @@ def _dispatch(args) -> int:
         print(f"{args.dataset} ready")
         return 0
     if args.command == "report":
-        found = figures.report(args.profile, args.results_dir, args.out)
-        if not found:
-            raise ValueError(f"no {args.profile}-profile records under "
-                             f"{args.results_dir or 'results/'}; run `sweep` or `run` first")
-        for name, table, path in found:
-            print(f"== {name} ({args.profile}): mean ± std over seeds; figure {path}")
-            print(table.round(3).to_string(index=False))
-        return 0
-    if args.command == "run":
-        _check_run_options(args)
-    profile = get_profile(args.profile)
-    changes = {k: v for k, v in (("model", args.model), ("dataset", args.data)) if v is not None}
-    phase = "dense" if args.command == "train" else "finetune"
-    if args.epochs is not None:
-        changes[phase] = getattr(profile, phase).__class__(
-            **{**vars(getattr(profile, phase)), "epochs": args.epochs, "milestones": ()})
-    profile = profile.with_(**changes)
+        return _report(args)
     dirs = {k: v for k, v in (("results_dir", args.results_dir), ("runs_dir", args.runs_dir)) if v}
-    if args.command == "train":
-        _, record = experiments.train_dense(profile, args.seed, device=args.device,
-                                            data_root=args.data_root, **dirs)
-    elif args.command == "sweep":
-        records = experiments.sweep(args.methods, args.targets, args.seeds, profile,
-                                    device=args.device, data_root=args.data_root, **dirs)
-        print(figures.summarize(figures.records_frame(records)).to_string(index=False))
+    common = dict(device=args.device, data_root=args.data_root, **dirs)
+    if args.command == "sweep":
+        specs = _sweep_specs(args)
+        records = experiments.sweep(specs, **common)
+        import pandas as pd
+        print(figures.summarize(pd.DataFrame(records)).to_string(index=False))
         return 0
-    elif args.host != "core":
-        record = experiments.run_host(
-            args.host, args.method, profile, args.seed, sparse_learning=not args.no_sl,
-            speedup=args.speedup, target_sparsity=args.target_sparsity, model=args.model,
-            decay_steps=args.decay_steps, t_rate=args.t_rate, t_len=args.t_len, rule=args.rule,
-            device=args.device, data_root=args.data_root, **dirs)
+    if args.command == "train":
+        profile = get_profile(args.profile)
+        changes = {k: v for k, v in (("model", args.model), ("dataset", args.data),
+                                     ("val_fraction", args.val_fraction)) if v is not None}
+        if args.epochs is not None:
+            changes["dense"] = profile.dense.with_epochs(args.epochs)
+        _, record = experiments.train_dense(profile.with_(**changes), args.seed, **common)
     else:
-        target_macs = args.target_macs
-        if target_macs is None and args.channel_ratio is None:
-            target_macs = 0.5
-        record = experiments.run_pruning(
-            args.method, profile, args.seed, target_macs=target_macs,
-            channel_ratio=args.channel_ratio, criterion=args.criterion,
-            decay_steps=args.decay_steps, prune_phase=args.prune_phase, t_rate=args.t_rate,
-            t_len=args.t_len, rule=args.rule, device=args.device, data_root=args.data_root, **dirs)
+        record = experiments.run(RunSpec(profile=args.profile, **_spec_fields(args)), **common)
+    val = "" if record.get("final_val") is None else f", validation {record['final_val']:.2f}%"
     print(f"{record['kind']} {record['model']} on {record['dataset']} ({record['profile']}, seed "
-          f"{record['seed']}): final top-1 {record['final_top1']:.2f}% (best {record['best_top1']:.2f}%),"
-          f" {record['macs'] / 1e6:.2f} M MACs, {record['params'] / 1e6:.3f} M params")
+          f"{record['seed']}, run {record['run_id']}): final top-1 {record['final_top1']:.2f}% "
+          f"(best {record['best_top1']:.2f}%){val}, {record['macs'] / 1e6:.2f} M MACs, "
+          f"{record['params'] / 1e6:.3f} M params")
     if not args.no_figure:
-        path = figures.training_curve(record)
-        print(f"figure: {path}")
+        print(f"figure: {figures.training_curve(record)}")
     return 0
 
 
-def _check_run_options(args) -> None:
-    """Reject option combinations that mix the core pipeline and the hosts (before any work)."""
-    if args.host == "core":
-        if args.method == "host":
-            raise ValueError("--method host needs --host depgraph or --host otov2")
-        return
-    if args.method == "single-step":
-        raise ValueError(f"--method single-step is the core baseline; with --host "
-                         f"{args.host} choose one of: host, sp, dpm")
-    if args.target_macs is not None or args.channel_ratio is not None:
-        raise ValueError("--target-macs/--channel-ratio are core options; hosts take "
-                         "--speedup (depgraph) or --target-sparsity (otov2)")
-    if args.speedup is not None and args.speedup <= 1:
-        raise ValueError(f"--speedup must be > 1, got {args.speedup}")
-    if args.target_sparsity is not None and not 0 < args.target_sparsity < 1:
-        raise ValueError(f"--target-sparsity must be in (0, 1), got {args.target_sparsity}")
+def _sweep_specs(args) -> list[RunSpec]:
+    """The grid of a sweep. Unless given, methods default to every method of each host and
+    seeds to 0 1 2. An option that does not apply to a grid point (an SR threshold for
+    single-step, say) is left out of that point, and duplicates are merged."""
+    from .runspec import grid, resolve
+
+    axes = _spec_fields(args)
+    axes.setdefault("seed", [0, 1, 2])
+    hosts = axes.pop("host", ["core"])
+    methods = axes.pop("method", None)
+    specs, seen, dropped = [], set(), set()
+    for host in hosts:
+        for method in methods or METHODS[host]:
+            for spec in grid(RunSpec(host=host, method=method, profile=args.profile), **axes):
+                spec = _drop_inapplicable(spec, dropped)
+                key = resolve(spec).run_id
+                if key not in seen:
+                    seen.add(key)
+                    specs.append(spec)
+    for host, method, name in sorted(dropped):
+        print(f"note: --{name.replace('_', '-')} does not apply to --host {host} --method "
+              f"{method}; those runs leave it out", file=sys.stderr)
+    return specs
+
+
+def _drop_inapplicable(spec: RunSpec, dropped: set) -> RunSpec:
+    from .runspec import inapplicable
+
+    refused = inapplicable(spec)
+    clear = {n: None for n in refused if getattr(spec, n) is not None}
+    dropped.update((spec.host, spec.method, n) for n in clear)
+    return spec.replace(**clear)
+
+
+def _report(args) -> int:
+    from . import figures
+    from .paths import reference_dir
+
+    source = args.results_dir
+    if args.reference:
+        source = reference_dir("results")
+        if source is None:
+            raise ValueError("no results/reference folder found from the working directory "
+                             "upwards; run report inside the repository or pass --results-dir")
+    found = figures.report(args.profile, source, args.out)
+    if not found:
+        raise ValueError(f"no {args.profile}-profile pruning records under "
+                         f"{source or '$DPM_LAB_HOME/results'}; run `sweep` or `run` first")
+    for name, table, path, notes in found:
+        print(f"== {name} ({args.profile}): mean ± std over seeds; figure {path}")
+        for line in notes:
+            print(f"   {line}")
+        print(table.round(3).to_string(index=False))
+    return 0

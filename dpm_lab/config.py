@@ -46,10 +46,24 @@ class TrainConfig:
         _check(all(0 < m < self.epochs for m in self.milestones),
                f"milestones must lie in (0, epochs={self.epochs}), got {self.milestones!r}")
 
+    def with_epochs(self, epochs: int) -> "TrainConfig":
+        """The same recipe stretched to ``epochs``: milestones scale proportionally (rounded;
+        ones that collapse onto each other or onto 0/``epochs`` are dropped, so a multistep
+        schedule keeps its shape instead of silently becoming constant)."""
+        _check(isinstance(epochs, int) and epochs >= 1,
+               f"epochs must be an integer >= 1, got {epochs!r}")
+        scaled = sorted({round(m * epochs / self.epochs) for m in self.milestones})
+        return replace(self, epochs=epochs, milestones=tuple(m for m in scaled if 0 < m < epochs))
+
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything a profile decides. ``decay_steps`` is DPM's N in optimiser steps."""
+    """Everything a profile decides. ``decay_steps`` is DPM's N in optimiser steps.
+
+    ``val_fraction`` holds out a seeded, class-stratified part of the training split for
+    validation (``val_seed`` picks it); 0 trains on the whole split. Every field is part of a
+    run's identity (see ``dpm_lab.experiments``).
+    """
 
     name: str
     dataset: str
@@ -60,12 +74,16 @@ class Profile:
     decay_steps: int
     n_train: int | None = None   # None: the whole split
     n_test: int | None = None
+    val_fraction: float = 0.0
+    val_seed: int = 0
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
         _check(self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps!r}")
+        _check(0 <= self.val_fraction < 1,
+               f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
 
     def with_(self, **changes) -> "Profile":
         """A copy with some fields changed (validated again)."""
@@ -88,9 +106,11 @@ def _smoke() -> Profile:
               "dataset", file=sys.stderr)
     return Profile(
         name="smoke", dataset="cifar10-slice" if have_slice else "synthetic", model="resnet20",
-        batch_size=64, n_train=256, n_test=256, decay_steps=3,
+        batch_size=64, n_train=256, n_test=256, decay_steps=2,
         dense=TrainConfig(epochs=1, lr=0.05, schedule="constant"),
-        finetune=TrainConfig(epochs=1, lr=0.01, schedule="constant"),
+        # 2 epochs x 4 steps, N = 2: selection rounds at steps 0, 2 and 4, so Self-Rectifying
+        # has steps in which it may act, as in the larger profiles.
+        finetune=TrainConfig(epochs=2, lr=0.01, schedule="constant"),
         notes="code paths only; numbers are meaningless")
 
 
@@ -105,9 +125,9 @@ def _mini() -> Profile:
 
 
 def _paper() -> Profile:
-    # Torch-Pruning's CIFAR-10 ResNet-56 recipe (ALGORITHMS.md §4.5): pretrain 200 epochs lr 0.1
-    # steps 120/150/180; fine-tune 100 epochs lr 0.01 steps 60/80. N = 5 epochs of steps (the
-    # paper does not give N; see ALGORITHMS.md §1.3).
+    # Torch-Pruning's CIFAR-10 ResNet-56 recipe (its reproduce/ scripts): pretrain 200 epochs
+    # lr 0.1 steps 120/150/180; fine-tune 100 epochs lr 0.01 steps 60/80. N = 5 epochs of steps
+    # (the DPM paper does not state N; our choice, a parameter).
     return Profile(
         name="paper", dataset="cifar10", model="resnet56", batch_size=128, decay_steps=5 * 390,
         dense=TrainConfig(epochs=200, lr=0.1, schedule="multistep", milestones=(120, 150, 180)),

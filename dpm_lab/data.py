@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .paths import data_roots
+
 DATASET_NAMES = ("cifar10", "cifar100", "cifar10-slice", "synthetic")
 
 SLICE_FILE = "cifar10_prefix_subset.npz"
 SLICE_SHA256 = "0e736ea7bc29037f1d962852dda9c26a2c09487d25af56ec61e366e3d5c1f337"
 
-# Channel statistics used by Torch-Pruning's CIFAR benchmark (ANCHORS.md §2.3).
+# Channel statistics used by Torch-Pruning's CIFAR benchmark (``benchmarks/main.py`` there).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -65,19 +65,39 @@ class TensorDataset:
         """The first ``n`` images (all when ``n`` is None): profiles use it to shrink a split."""
         if n is None or n >= len(self):
             return self
-        return TensorDataset(self.images[:n], self.labels[:n], self.classes, self.mean, self.std)
+        return self.take(torch.arange(n))
+
+    def take(self, index: torch.Tensor) -> "TensorDataset":
+        """The images at ``index`` (a long tensor), in that order."""
+        return TensorDataset(self.images[index], self.labels[index], self.classes, self.mean,
+                             self.std)
 
 
-def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
-    """Where datasets are looked for, in order: the argument, ``$DPM_LAB_DATA``, ``<repo>/data``,
-    and ``<repo>/../shared/data`` (where CI keeps the offline slice)."""
-    roots = []
-    if root is not None:
-        roots.append(Path(root))
-    if os.environ.get("DPM_LAB_DATA"):
-        roots.append(Path(os.environ["DPM_LAB_DATA"]))
-    roots += [REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "data"]
-    return roots
+def split_validation(train: TensorDataset, fraction: float, seed: int = 0):
+    """Hold out a seeded, class-stratified ``fraction`` of the training split for validation.
+
+    Returns ``(train_rest, validation)``; with ``fraction == 0`` the validation split is ``None``
+    and the training split is returned unchanged. The hold-out depends only on ``seed`` and the
+    labels, so every run with the same split trains on the same images. Hyperparameters and
+    defaults are chosen on the validation accuracy, never on the test split.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return train, None
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(train.num_classes):
+        idx = (train.labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[:round(fraction * len(idx))])
+    held = torch.cat(held).sort().values
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[held] = False
+    if len(held) == 0 or not keep.any():
+        raise ValueError(f"validation fraction {fraction} leaves an empty split of "
+                         f"{len(train)} training images")
+    return train.take(keep.nonzero().flatten()), train.take(held)
 
 
 def load_dataset(name: str, root=None, download: bool = False, seed: int = 0,

@@ -34,7 +34,10 @@ from .config import TrainConfig
 class Hook:
     """Base class of everything the engine calls during training. Override what you need.
 
-    ``state_dict``/``load_state_dict`` let a hook survive an interrupted run.
+    ``state.step`` counts optimiser steps already completed before the current one: inside
+    ``before_step`` and ``after_step`` it is the 0-based index of the step being taken (the
+    engine increments it after ``after_step``). ``state_dict``/``load_state_dict`` let a hook
+    survive an interrupted run.
     """
 
     def on_fit_start(self, state: "TrainState") -> None: ...
@@ -129,7 +132,7 @@ def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(), *,
         checkpoint: str | os.PathLike | None = None, resume: bool = False, device=None,
         seed: int = 0, progress: bool | None = None, desc: str = "train",
-        optimizer_factory=None) -> list[dict]:
+        optimizer_factory=None, val_loader=None) -> list[dict]:
     """Train ``model`` for ``cfg.epochs`` and return the per-epoch history.
 
     ``checkpoint``: a file rewritten (atomically) after every epoch. ``resume=True`` continues
@@ -139,6 +142,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     autocast (CPU stays fp32).
     ``optimizer_factory(model, cfg) -> Optimizer`` replaces the default SGD (a host's own
     optimiser, e.g. OTOv2's DHSPG); it is called after the model is on ``device``.
+    ``val_loader``: a held-out validation split, evaluated after every epoch into ``val_acc``
+    (the number to choose hyperparameters on; ``test_acc`` is reported, never tuned on).
     """
     device = torch.device(device) if device else default_device()
     place_model(model, device)
@@ -193,6 +198,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
             "test_acc": test_acc, "epoch_time_s": train_time,
             "images_per_s": seen / train_time,
         })
+        if val_loader is not None:
+            state.history[-1]["val_acc"] = evaluate(model, val_loader, device)
         if progress is not False:
             tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {state.history[-1]['train_loss']:.3f}"
                        f" test top-1 {test_acc:.2f}%")

@@ -1,66 +1,94 @@
-"""Pipelines: dense training, then pruning + fine-tuning with one method, each writing a record.
+"""Pipelines: dense training, then one pruning run, each named by its complete configuration.
 
-Fairness by construction: every method of a (profile, model, dataset, seed) starts from the *same*
-dense checkpoint (trained once, then reused) and trains for the *same* number of fine-tune epochs;
-records keep the final-epoch accuracy with the best epoch beside it.
+A run is asked for as a :class:`~dpm_lab.runspec.RunSpec` and resolved into the configuration
+it will use (:func:`~dpm_lab.runspec.resolve`). Its record and checkpoints are named by the hash
+of that configuration, so a finished run is reused only when every option matches, and a run
+with any option changed trains afresh.
 
-Interrupted runs lose nothing: each phase checkpoints every epoch and resumes; a finished phase is
-detected by its record and reused.
+Fairness by construction: every method of a (profile, model, data split, seed) starts from the
+*same* dense checkpoint (trained once, keyed by the dense recipe alone, then reused) and trains
+for the *same* number of epochs; records keep the final-epoch accuracy with the best epoch
+beside it, and the validation accuracy when a split was held out.
+
+Interrupted runs lose nothing: each phase checkpoints every epoch and resumes (only into the
+identical configuration); a finished phase is found by its record and reused.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from tqdm import tqdm
 
+from . import __version__
 from .config import Profile, get_profile
-from .data import TensorLoader, load_dataset
+from .data import TensorLoader, load_dataset, split_validation
 from .engine import atomic_save, default_device, evaluate, fit
-from .metrics import macs_params
+from .metrics import example_input, macs_params
 from .models import get_model, input_size
+from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir
 from .pruning import (ChannelGroups, ChannelRatio, MacsTarget, SelfRectifying, SmoothPruning,
-                      effective_macs_params, finalize, remove_channels, save_pruned,
-                      single_step_prune)
-from .results import RESULTS_DIR, make_record, write_record
-
-METHODS = ("single-step", "sp", "dpm")
-RUNS_DIR = RESULTS_DIR.parent / "runs"
+                      accumulate_gradients, effective_macs_params, finalize, remove_channels,
+                      save_pruned, single_step_prune)
+from .results import make_record, read_finished, write_record
+from .runspec import RunSpec, config_hash, dense_config, resolve
 
 
-def loaders(profile: Profile, seed: int, device, data_root=None):
-    """Train and test :class:`TensorLoader` for a profile (data held on ``device``)."""
+class Loaders(NamedTuple):
+    train: TensorLoader
+    test: TensorLoader
+    val: TensorLoader | None
+    num_classes: int
+
+
+def loaders(profile: Profile, seed: int, device, data_root=None) -> Loaders:
+    """Train, test and (when ``profile.val_fraction > 0``) validation loaders, data on ``device``.
+    The validation images are held out of the training split (``data.split_validation``)."""
     train, test = load_dataset(profile.dataset, root=data_root, seed=seed)
-    train, test = train.subset(profile.n_train), test.subset(profile.n_test)
-    return (TensorLoader(train, profile.batch_size, train=True, device=device, seed=seed),
-            TensorLoader(test, 512, train=False, device=device), train.num_classes)
+    train, val = split_validation(train.subset(profile.n_train), profile.val_fraction,
+                                  profile.val_seed)
+    test = test.subset(profile.n_test)
+    return Loaders(TensorLoader(train, profile.batch_size, train=True, device=device, seed=seed),
+                   TensorLoader(test, 512, train=False, device=device),
+                   None if val is None else TensorLoader(val, 512, train=False, device=device),
+                   train.num_classes)
 
 
-def _tag(profile: Profile, seed: int) -> str:
-    return f"{profile.model}_{profile.dataset}_s{seed}"
+def _dirs(results_dir, runs_dir) -> tuple[Path, Path]:
+    return Path(results_dir or default_results_dir()), Path(runs_dir or default_runs_dir())
 
 
-def train_dense(profile: Profile | str | None = None, seed: int = 0, *, runs_dir=RUNS_DIR,
-                results_dir=RESULTS_DIR, device=None, data_root=None, progress=None):
-    """Train (or reuse) the dense model of ``profile`` and ``seed``; return ``(model, record)``."""
+def train_dense(profile: Profile | str | None = None, seed: int = 0, *, results_dir=None,
+                runs_dir=None, device=None, data_root=None, progress=None):
+    """Train (or reuse) the dense model of ``profile`` and ``seed``; return ``(model, record)``.
+
+    Its identity is the dense recipe, model and data split alone, so every pruning run of the
+    same profile and seed starts from this one checkpoint whatever its own options.
+    """
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    results, runs = _dirs(results_dir, runs_dir)
     device = torch.device(device) if device else default_device()
-    run = Path(runs_dir) / profile.name / "dense" / _tag(profile, seed)
-    record_path = Path(results_dir) / profile.name / "dense" / f"{_tag(profile, seed)}.json"
-    train_loader, test_loader, num_classes = loaders(profile, seed, device, data_root)
+    config = dense_config(profile, seed)
+    name = f"{profile.model}_{profile.dataset}_s{seed}_{config_hash(config)}"
+    run, record_path = runs / profile.name / "dense" / name, results / profile.name / "dense" / f"{name}.json"
+    data = loaders(profile, seed, device, data_root)
     torch.manual_seed(seed)
-    model = get_model(profile.model, num_classes)
-    if (run / "model.pt").exists() and record_path.exists():
-        model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
-        return model.to(device), json.loads(record_path.read_text())
+    model = get_model(profile.model, data.num_classes)
+    finished = read_finished(record_path, config)
+    if finished is not None and (run / "model.pt").exists():
+        model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+        return model.to(device), finished
     t0 = time.time()
-    history = fit(model, train_loader, test_loader, profile.dense, checkpoint=run / "train.ckpt",
-                  resume=True, device=device, seed=seed, progress=progress, desc="dense")
+    history = fit(model, data.train, data.test, profile.dense, checkpoint=run / "train.ckpt",
+                  resume=True, device=device, seed=seed, progress=progress, desc="dense",
+                  val_loader=data.val)
     atomic_save(model.state_dict(), run / "model.pt")
     macs, params = macs_params(model, input_size(profile.model))
-    record = make_record("dense", config=profile.to_dict(), profile=profile.name, seed=seed,
+    record = make_record("dense", config=config, profile=profile.name, seed=seed,
                          dataset=profile.dataset, model=profile.model, history=history, macs=macs,
                          params=params, wall_time_s=time.time() - t0, device=str(device),
                          checkpoint=str(run / "model.pt"))
@@ -75,167 +103,58 @@ def selection_rounds(total_steps: int, decay_steps: int, prune_phase: float) -> 
     return list(range(0, max(last, 0) + 1, decay_steps))
 
 
-def run_pruning(method: str, profile: Profile | str | None = None, seed: int = 0, *,
-                target_macs: float | None = 0.5, channel_ratio: float | None = None,
-                criterion: str = "l2", decay_steps: int | None = None, prune_phase: float = 0.5,
-                t_rate: float = 0.5, t_len: float = 1.0, rule: str = "all", window: int = 10,
-                runs_dir=RUNS_DIR, results_dir=RESULTS_DIR, device=None, data_root=None,
-                progress=None) -> dict:
-    """Dense (reused) → prune with ``method`` → fine-tune → finalize; write and return a record.
+def run_paths(spec: RunSpec | object, results_dir=None, runs_dir=None) -> tuple[Path, Path]:
+    """``(record path, checkpoint folder)`` of a run (a spec or an already resolved run)."""
+    res = resolve(spec) if isinstance(spec, RunSpec) else spec
+    results, runs = _dirs(results_dir, runs_dir)
+    c = res.config
+    name = f"{c['model']}_{c['data']['dataset']}_{c['host']}_{c['method']}_s{c['seed']}_{res.run_id}"
+    return (results / res.profile.name / c["host"] / f"{name}.json",
+            runs / res.profile.name / c["host"] / name)
 
-    ``method``: ``single-step`` (remove at once, then fine-tune), ``sp`` (Smooth Pruning during
-    fine-tuning) or ``dpm`` (SP + Self-Rectifying). Exactly one of ``target_macs`` (fraction of
-    dense MACs kept) and ``channel_ratio`` (fraction of each group removed) sets the target.
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    if (target_macs is None) == (channel_ratio is None):
-        raise ValueError("give exactly one of target_macs and channel_ratio")
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+
+def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_root=None,
+        progress=None) -> dict:
+    """Run ``spec`` (dense reused → prune → train → finalize) and return its record; a run with
+    exactly this configuration that finished before is read back instead."""
+    res = resolve(spec)
+    record_path, run_dir = run_paths(res, results_dir, runs_dir)
+    finished = read_finished(record_path, res.config)
+    if finished is not None:
+        return finished
     device = torch.device(device) if device else default_device()
-    target = MacsTarget(target_macs) if target_macs is not None else ChannelRatio(channel_ratio)
-    target_tag = f"m{target_macs}" if target_macs is not None else f"c{channel_ratio}"
-    N = decay_steps or profile.decay_steps
-    name = f"{_tag(profile, seed)}_{method}_{target_tag}_{criterion}"
-    if method != "single-step":
-        name += f"_N{N}"
-    run = Path(runs_dir) / profile.name / "prune" / name
-    record_path = Path(results_dir) / profile.name / "prune" / f"{name}.json"
-    if record_path.exists():  # finished before: a sweep resumes where it stopped
-        return json.loads(record_path.read_text())
-
-    model, dense = train_dense(profile, seed, runs_dir=runs_dir, results_dir=results_dir,
-                               device=device, data_root=data_root, progress=progress)
-    train_loader, test_loader, _ = loaders(profile, seed, device, data_root)
-    size = input_size(profile.model)
-    dense_macs, dense_params = macs_params(model, size)
-    t0 = time.time()
-    extra = {}
-    if method == "single-step":
-        model, history_tp, ids = single_step_prune(model, target, criterion, size)
-        hooks = []
-        extra["selected"] = len(ids)
-    else:
-        total = profile.finetune.epochs * len(train_loader)
-        rounds = selection_rounds(total, N, prune_phase)
-        rectifier = SelfRectifying(t_rate, t_len, rule, window) if method == "dpm" else None
-        groups = ChannelGroups(model, torch.randn(*size, device=device))
-        pruner = SmoothPruning(groups, target, N, criterion, rounds, rectifier, size)
-        hooks = [pruner]
-    history = fit(model, train_loader, test_loader, profile.finetune, hooks,
-                  checkpoint=run / "finetune.ckpt", resume=True, device=device, seed=seed,
-                  progress=progress, desc=method)
-    if method != "single-step":
-        channels = groups.split(pruner.pruned_ids())
-        eff_macs, eff_params = effective_macs_params(model, channels, size)
-        soft_top1 = history[-1]["test_acc"]
-        extra.update(decay=pruner.schedule(), releases=pruner.release_log,
-                     selected=len(pruner.pruned_ids()), effective_macs=eff_macs,
-                     effective_params=eff_params, released=len(pruner.released_ids()))
-        model, history_tp = finalize(model, pruner, size)
-        extra["top1_after_finalize"] = evaluate(model, test_loader, device)
-        extra["soft_top1"] = soft_top1
-    macs, params = macs_params(model, size)
-    save_pruned(run / "model.pt", model, history_tp, model_name=profile.model)
-    record = make_record(
-        "prune", config={"profile": profile.to_dict(), "method": method, "target_macs": target_macs,
-                         "channel_ratio": channel_ratio, "criterion": criterion, "decay_steps": N,
-                         "prune_phase": prune_phase, "t_rate": t_rate, "t_len": t_len, "rule": rule,
-                         "window": window},
-        profile=profile.name, seed=seed, dataset=profile.dataset, model=profile.model,
-        history=history, macs=macs, params=params, wall_time_s=time.time() - t0, method=method,
-        target_macs=target_macs, channel_ratio=channel_ratio, dense_macs=dense_macs,
-        dense_params=dense_params, dense_top1=dense["final_top1"], macs_ratio=macs / dense_macs,
-        params_ratio=params / dense_params, device=str(device),
-        checkpoint=str(run / "model.pt"), **extra)
-    write_record(record, record_path)
-    return record
-
-
-def sweep(methods=METHODS, targets=(0.5, 0.25, 0.1), seeds=(0, 1, 2), profile=None, **kwargs):
-    """Every method × MACs target × seed (dense checkpoints shared per seed); finished runs are
-    skipped, so an interrupted sweep resumes. Returns the records."""
-    return [run_pruning(m, profile, seed, target_macs=t, **kwargs)
-            for seed in seeds for t in targets for m in methods]
-
-
-# ---- host frameworks (DepGraph, OTOv2): host vs host + SP vs host + DPM ----
-
-HOST_METHODS = ("host", "sp", "dpm")
-
-
-def run_host(host: str, method: str, profile: Profile | str | None = None, seed: int = 0, *,
-             sparse_learning: bool = True, speedup: float | None = None,
-             target_sparsity: float | None = None, model: str | None = None,
-             decay_steps: int | None = None, t_rate: float = 0.5, t_len: float = 1.0,
-             rule: str = "all", window: int = 10, runs_dir=RUNS_DIR, results_dir=RESULTS_DIR,
-             device=None, data_root=None, progress=None) -> dict:
-    """One host run: ``host`` in ``depgraph|otov2``, ``method`` in ``host|sp|dpm``; writes and
-    returns a record under ``results/<profile>/<host>/``. Finished runs are read back.
-
-    DepGraph: dense (reused) → sparse learning (shared by the three methods; skipped with
-    ``sparse_learning=False``) → host: progressive removal to ``speedup`` then fine-tuning;
-    sp/dpm: fine-tuning with the pruner's rounds decaying instead of removing. OTOv2: one DHSPG
-    run to ``target_sparsity`` from the dense checkpoint (mini) or from scratch (paper), the
-    projection zeroing (host) or starting an N-step decay (sp/dpm).
-    """
-    from .hosts import HOSTS
-    from .hosts.recipes import depgraph_recipe, otov2_recipe
-
-    if host not in HOSTS:
-        raise ValueError(f"unknown host {host!r}; choose one of: {', '.join(HOSTS)}")
-    if method not in HOST_METHODS:
-        raise ValueError(f"unknown method {method!r} for a host; choose one of: "
-                         f"{', '.join(HOST_METHODS)}")
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    if host == "depgraph":
-        recipe = depgraph_recipe(profile, sparse_learning, model or profile.model)
-        if speedup is not None:
-            recipe = replace(recipe, speedup=speedup)
-        target_tag = f"x{recipe.speedup}" + ("" if sparse_learning else "_nosl")
-    else:
-        recipe = otov2_recipe(profile, model or (profile.model if profile.name != "paper"
-                                                      else None), target_sparsity)
-        target_tag = f"gs{recipe.target_sparsity}"
-    if decay_steps is not None:
-        recipe = replace(recipe, decay_steps=decay_steps)
-    profile = profile.with_(model=recipe.model, batch_size=getattr(recipe, "batch_size", None)
-                            or profile.batch_size)
-    device = torch.device(device) if device else default_device()
-    name = f"{_tag(profile, seed)}_{host}_{target_tag}_{method}"
-    if method != "host":
-        name += f"_N{recipe.decay_steps}"
-    if method == "dpm" and (t_rate, t_len, rule, window) != (0.5, 1.0, "all", 10):
-        name += f"_r{t_rate}_l{t_len}_{rule}_w{window}"
-    record_path = Path(results_dir) / profile.name / host / f"{name}.json"
-    if record_path.exists():
-        return json.loads(record_path.read_text())
-    run = Path(runs_dir) / profile.name / host / name
-    common = dict(runs_dir=runs_dir, results_dir=results_dir, device=device, data_root=data_root,
+    common = dict(results_dir=results_dir, runs_dir=runs_dir, device=device, data_root=data_root,
                   progress=progress)
-    rectifier = SelfRectifying(t_rate, t_len, rule, window) if method == "dpm" else None
     t0 = time.time()
-    if host == "depgraph":
-        model, dense, history, extra = _depgraph(recipe, method, profile, seed, run, rectifier,
-                                                 sparse_learning, **common)
-    else:
-        model, dense, history, extra = _otov2(recipe, method, profile, seed, run, rectifier,
-                                              **common)
+    pipeline = {"core": _core, "depgraph": _depgraph, "otov2": _otov2}[spec.host]
+    model, dense, history, extra = pipeline(res, run_dir, **common)
+    c, profile = res.config, res.profile
     size = input_size(profile.model)
     macs, params = macs_params(model, size)
-    save_pruned(run / "model.pt", model, extra.pop("history_tp"), model_name=profile.model)
+    save_pruned(run_dir / "model.pt", model, extra.pop("history_tp"), model_name=profile.model)
     record = make_record(
-        "prune", config={"profile": profile.to_dict(), "host": host, "method": method,
-                         "recipe": recipe.to_dict(), "t_rate": t_rate, "t_len": t_len,
-                         "rule": rule, "window": window},
-        profile=profile.name, seed=seed, dataset=profile.dataset, model=profile.model,
-        history=history, macs=macs, params=params, wall_time_s=time.time() - t0, host=host,
-        method=method, target=target_tag, dense_macs=dense["macs"], dense_params=dense["params"],
-        dense_top1=dense["final_top1"], macs_ratio=macs / dense["macs"],
+        "prune", config=c, profile=profile.name, seed=c["seed"], dataset=profile.dataset,
+        model=profile.model, history=history, macs=macs, params=params,
+        wall_time_s=time.time() - t0, host=c["host"], method=c["method"],
+        dense_macs=dense["macs"], dense_params=dense["params"], dense_top1=dense["final_top1"],
+        dense_run_id=dense.get("run_id"), macs_ratio=macs / dense["macs"],
         params_ratio=params / dense["params"], device=str(device),
-        checkpoint=str(run / "model.pt"), **extra)
+        checkpoint=str(run_dir / "model.pt"), **extra)
     write_record(record, record_path)
     return record
+
+
+def sweep(specs, *, progress=None, **kwargs) -> list[dict]:
+    """Run every spec (e.g. from :func:`dpm_lab.runspec.grid`), skipping finished ones, with a
+    progress bar over runs. Every spec is resolved first, so a bad one fails before any
+    training."""
+    specs = list(specs)
+    for s in specs:
+        resolve(s)
+    records = []
+    for s in tqdm(specs, desc="runs", disable=None if progress is None else not progress):
+        records.append(run(s, progress=progress, **kwargs))
+    return records
 
 
 def _decay_extra(pruner: SmoothPruning, model, size) -> dict:
@@ -246,110 +165,164 @@ def _decay_extra(pruner: SmoothPruning, model, size) -> dict:
                 released=len(pruner.released_ids()))
 
 
-def _depgraph(recipe, method, profile, seed, run, rectifier, sparse_learning, *, runs_dir,
-              results_dir, device, data_root, progress):
-    from .hosts import ProgressiveSelector, SparseLearning, make_pruner, progressive_prune
+def _rectifier(config: dict) -> SelfRectifying | None:
+    sr = config["options"].get("self_rectifying")
+    return SelfRectifying(**sr) if sr else None
 
-    model, dense = train_dense(profile, seed, runs_dir=runs_dir, results_dir=results_dir,
-                               device=device, data_root=data_root, progress=progress)
-    train_loader, test_loader, _ = loaders(profile, seed, device, data_root)
-    size = input_size(profile.model)
-    extra: dict = {}
-    if sparse_learning:  # one sparse-learning run per seed, shared by host, +SP and +DPM
-        sl_run = Path(runs_dir) / profile.name / "depgraph" / f"{_tag(profile, seed)}_sl"
-        if (sl_run / "model.pt").exists():
-            model.load_state_dict(torch.load(sl_run / "model.pt", map_location="cpu"))
-            extra["sl_history"] = json.loads((sl_run / "history.json").read_text())
-        else:
-            pruner = make_pruner(model, size, recipe.reg, recipe.normalizer, recipe.iterative_steps)
-            extra["sl_history"] = fit(model, train_loader, test_loader, recipe.sparse_learning,
-                                      [SparseLearning(pruner)], checkpoint=sl_run / "train.ckpt",
-                                      resume=True, device=device, seed=seed, progress=progress,
-                                      desc="sparse learning")
-            atomic_save(model.state_dict(), sl_run / "model.pt")
-            (sl_run / "history.json").write_text(json.dumps(extra["sl_history"]))
-    model.to(device)
-    pruner = make_pruner(model, size, recipe.reg, recipe.normalizer, recipe.iterative_steps)
-    if method == "host":
-        extra["host_pruning"] = progressive_prune(pruner, model, recipe.speedup, size)
-        extra["top1_after_pruning"] = evaluate(model, test_loader, device)
-        history = fit(model, train_loader, test_loader, recipe.finetune,
-                      checkpoint=run / "finetune.ckpt", resume=True, device=device, seed=seed,
-                      progress=progress, desc="depgraph")
-        extra["history_tp"] = pruner.DG.pruning_history()
-        return model, dense, history, extra
-    total = recipe.finetune.epochs * len(train_loader)
-    rounds = selection_rounds(total, recipe.decay_steps, recipe.prune_phase)
-    groups = ChannelGroups(model, torch.randn(*size, device=device))
-    selector = ProgressiveSelector(pruner, groups, recipe.speedup, len(rounds), size)
-    sp = SmoothPruning(groups, MacsTarget(1 / recipe.speedup), recipe.decay_steps, "l2", rounds,
-                       rectifier, size, selector=selector)
-    history = fit(model, train_loader, test_loader, recipe.finetune, [sp],
-                  checkpoint=run / "finetune.ckpt", resume=True, device=device, seed=seed,
-                  progress=progress, desc=f"depgraph+{method}")
-    extra.update(_decay_extra(sp, model, size), host_rounds=selector.log)
-    model, extra["history_tp"] = finalize(model, sp, size)
+
+def _finish_decay(pruner, model, history, data, device, size, extra) -> tuple:
+    extra.update(_decay_extra(pruner, model, size))
+    model, extra["history_tp"] = finalize(model, pruner, size)
     extra["soft_top1"] = history[-1]["test_acc"]
-    extra["top1_after_finalize"] = evaluate(model, test_loader, device)
+    extra["top1_after_finalize"] = evaluate(model, data.test, device)
+    return model, extra
+
+
+def _core(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
+    c, o, profile = res.config, res.config["options"], res.profile
+    seed = c["seed"]
+    model, dense = train_dense(profile, seed, results_dir=results_dir, runs_dir=runs_dir,
+                               device=device, data_root=data_root, progress=progress)
+    data = loaders(profile, seed, device, data_root)
+    size = input_size(profile.model)
+    target = (MacsTarget(o["target"]["macs"]) if "macs" in o["target"]
+              else ChannelRatio(o["target"]["channel_ratio"]))
+    groups = ChannelGroups(model, example_input(model, size))
+    if "calibration_batches" in o:  # gradient criterion: gradients for the step-0 selection
+        accumulate_gradients(model, data.train, o["calibration_batches"], device)
+    extra: dict = {}
+    hooks = []
+    if c["method"] == "single-step":
+        model, history_tp, ids = single_step_prune(model, target, o["criterion"], size, groups)
+        extra["selected"] = len(ids)
+    else:
+        total = res.train.epochs * len(data.train)
+        rounds = selection_rounds(total, o["decay_steps"], o["prune_phase"])
+        pruner = SmoothPruning(groups, target, o["decay_steps"], o["criterion"], rounds,
+                               _rectifier(c), size)
+        hooks = [pruner]
+    history = fit(model, data.train, data.test, res.train, hooks, checkpoint=run_dir / "finetune.ckpt",
+                  resume=True, device=device, seed=seed, progress=progress, desc=c["method"],
+                  val_loader=data.val)
+    if c["method"] == "single-step":
+        extra["history_tp"] = history_tp
+    else:
+        model, extra = _finish_decay(pruner, model, history, data, device, size, extra)
     return model, dense, history, extra
 
 
-def _otov2(recipe, method, profile, seed, run, rectifier, *, runs_dir, results_dir, device,
-           data_root, progress):
+def _sparse_learning(res, model, data, *, runs_dir, device, progress) -> list[dict]:
+    """Torch-Pruning's sparse learning from the dense checkpoint; one run per (dense checkpoint,
+    SL recipe), shared by host, +SP and +DPM. Returns its history."""
+    from .hosts import SparseLearning, make_pruner
+
+    recipe, profile, seed = res.recipe, res.profile, res.config["seed"]
+    size = input_size(profile.model)
+    config = {"version": __version__, "kind": "sparse-learning",
+              "dense": dense_config(profile, seed), "train": asdict(recipe.sparse_learning),
+              "reg": recipe.reg, "normalizer": recipe.normalizer,
+              "iterative_steps": recipe.iterative_steps}
+    sl_run = (_dirs(None, runs_dir)[1] / profile.name / "depgraph"
+              / f"sl_{profile.model}_s{seed}_{config_hash(config)}")
+    if (sl_run / "model.pt").exists():
+        model.load_state_dict(torch.load(sl_run / "model.pt", map_location="cpu", weights_only=True))
+        return json.loads((sl_run / "history.json").read_text())
+    pruner = make_pruner(model, size, recipe.reg, recipe.normalizer, recipe.iterative_steps)
+    history = fit(model, data.train, data.test, recipe.sparse_learning, [SparseLearning(pruner)],
+                  checkpoint=sl_run / "train.ckpt", resume=True, device=device, seed=seed,
+                  progress=progress, desc="sparse learning", val_loader=data.val)
+    (sl_run / "history.json").write_text(json.dumps(history))
+    atomic_save(model.state_dict(), sl_run / "model.pt")
+    return history
+
+
+def _depgraph(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
+    from .hosts import ProgressiveSelector, make_pruner, progressive_prune
+
+    c, recipe, profile = res.config, res.recipe, res.profile
+    seed = c["seed"]
+    model, dense = train_dense(profile, seed, results_dir=results_dir, runs_dir=runs_dir,
+                               device=device, data_root=data_root, progress=progress)
+    data = loaders(profile, seed, device, data_root)
+    size = input_size(profile.model)
+    extra: dict = {}
+    if recipe.sparse_learning is not None:
+        extra["sl_history"] = _sparse_learning(res, model, data, runs_dir=runs_dir, device=device,
+                                               progress=progress)
+    model.to(device)
+    pruner = make_pruner(model, size, recipe.reg, recipe.normalizer, recipe.iterative_steps)
+    if c["method"] == "host":
+        extra["host_pruning"] = progressive_prune(pruner, model, recipe.speedup, size)
+        extra["top1_after_pruning"] = evaluate(model, data.test, device)
+        history = fit(model, data.train, data.test, res.train, checkpoint=run_dir / "finetune.ckpt",
+                      resume=True, device=device, seed=seed, progress=progress, desc="depgraph",
+                      val_loader=data.val)
+        extra["history_tp"] = pruner.DG.pruning_history()
+        return model, dense, history, extra
+    total = res.train.epochs * len(data.train)
+    rounds = selection_rounds(total, recipe.decay_steps, recipe.prune_phase)
+    groups = ChannelGroups(model, example_input(model, size))
+    selector = ProgressiveSelector(pruner, groups, recipe.speedup, len(rounds), size)
+    sp = SmoothPruning(groups, None, recipe.decay_steps, "l2", rounds, _rectifier(c), size,
+                       selector=selector)
+    history = fit(model, data.train, data.test, res.train, [sp], checkpoint=run_dir / "finetune.ckpt",
+                  resume=True, device=device, seed=seed, progress=progress,
+                  desc=f"depgraph+{c['method']}", val_loader=data.val)
+    extra["host_rounds"] = selector.log
+    model, extra = _finish_decay(sp, model, history, data, device, size, extra)
+    return model, dense, history, extra
+
+
+def _otov2(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
     from .hosts import DHSPG, SparsityLog, pruned_groups
 
+    c, recipe, profile = res.config, res.recipe, res.profile
+    seed = c["seed"]
     size = input_size(profile.model)
-    train_loader, test_loader, num_classes = loaders(profile, seed, device, data_root)
+    data = loaders(profile, seed, device, data_root)
     if recipe.from_dense:
-        model, dense = train_dense(profile, seed, runs_dir=runs_dir, results_dir=results_dir,
+        model, dense = train_dense(profile, seed, results_dir=results_dir, runs_dir=runs_dir,
                                    device=device, data_root=data_root, progress=progress)
     else:  # OTOv2 trains from scratch: the "dense" reference is the initial model
         torch.manual_seed(seed)
-        model, dense = get_model(profile.model, num_classes), {"final_top1": None}
+        model, dense = get_model(profile.model, data.num_classes), {"final_top1": None}
     model.to(device)
     macs, params = macs_params(model, size)
     dense = {**dense, "macs": macs, "params": params}
-    spe = len(train_loader)
-    total = recipe.train.epochs * spe
-    groups = ChannelGroups(model, torch.randn(*size, device=device), consumers=False)
+    spe = len(data.train)
+    total = res.train.epochs * spe
+    groups = ChannelGroups(model, example_input(model, size), consumers=False)
     sp = None
-    if method != "host":  # releases allowed while projections still run
-        sp = SmoothPruning(groups, None, recipe.decay_steps, "l2", rounds=(), rectifier=rectifier,
-                           input_size=size, release_until=total - 2 * recipe.decay_steps)
+    if c["method"] != "host":  # releases allowed while projections still run
+        sp = SmoothPruning(groups, None, recipe.decay_steps, "l2", rounds=(),
+                           rectifier=_rectifier(c), input_size=size,
+                           release_until=total - 2 * recipe.decay_steps)
+    factory = DHSPG.factory(groups, target_sparsity=recipe.target_sparsity,
+                            tolerance=recipe.tolerance, lmbda=recipe.lmbda,
+                            lmbda_amplify=recipe.lmbda_amplify,
+                            hat_lmbda_coeff=recipe.hat_lmbda_coeff, epsilon=recipe.epsilon,
+                            start_step=recipe.start_epoch * spe,
+                            project_until=total - recipe.decay_steps, seed=seed, decay=sp)
     box = {}
 
     def make_dhspg(model, cfg):
-        groups.to(next(model.parameters()).device)
-        box["opt"] = DHSPG(model.parameters(), groups, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
-                           target_sparsity=recipe.target_sparsity, tolerance=recipe.tolerance,
-                           lmbda=recipe.lmbda, lmbda_amplify=recipe.lmbda_amplify,
-                           hat_lmbda_coeff=recipe.hat_lmbda_coeff, epsilon=recipe.epsilon,
-                           start_step=recipe.start_epoch * spe,
-                           project_until=total - recipe.decay_steps, seed=seed, decay=sp)
+        box["opt"] = factory(model, cfg)
         return box["opt"]
 
     hooks = ([sp] if sp else []) + [SparsityLog(groups, sp)]
-    history = fit(model, train_loader, test_loader, recipe.train, hooks,
-                  checkpoint=run / "train.ckpt", resume=True, device=device, seed=seed,
-                  progress=progress, desc=f"otov2+{method}" if sp else "otov2",
-                  optimizer_factory=make_dhspg)
-    opt = box["opt"]
-    zero = pruned_groups(opt)
+    history = fit(model, data.train, data.test, res.train, hooks, checkpoint=run_dir / "train.ckpt",
+                  resume=True, device=device, seed=seed, progress=progress,
+                  desc=f"otov2+{c['method']}" if sp else "otov2", optimizer_factory=make_dhspg,
+                  val_loader=data.val)
+    zero = pruned_groups(box["opt"])
     extra = {"group_sparsity": len(zero) / groups.num_structures,
              "target_sparsity": recipe.target_sparsity, "num_groups": groups.num_structures}
     if sp is not None:
-        extra.update(_decay_extra(sp, model, size))
-        model, extra["history_tp"] = finalize(model, sp, size)
-    else:
-        channels = groups.split(zero)
-        extra["effective_macs"], extra["effective_params"] = effective_macs_params(model, channels, size)
-        extra["history_tp"] = remove_channels(model, channels, size)
+        model, extra = _finish_decay(sp, model, history, data, device, size, extra)
+        return model, dense, history, extra
+    channels = groups.split(zero)
+    extra["effective_macs"], extra["effective_params"] = effective_macs_params(model, channels, size)
+    extra["history_tp"] = remove_channels(model, channels, size)
     extra["soft_top1"] = history[-1]["test_acc"]
-    extra["top1_after_finalize"] = evaluate(model, test_loader, device)
+    extra["top1_after_finalize"] = evaluate(model, data.test, device)
     return model, dense, history, extra
-
-
-def host_sweep(host: str, methods=HOST_METHODS, seeds=(0, 1, 2), profile=None, **kwargs):
-    """Every method × seed for one host (resumable: finished runs are read back)."""
-    return [run_host(host, m, profile, seed, **kwargs) for seed in seeds for m in methods]

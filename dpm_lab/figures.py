@@ -1,8 +1,12 @@
 """Figures, each drawn only from recorded results (records from ``dpm_lab.results``).
 
-Every function returns the path of the PNG it wrote under ``figures/`` (or ``out``). The notebook
-helpers at the end also draw from live pruning objects (norm traces, Self-Rectifying signals) and
-save only when given ``out``.
+Every function returns the path of the PNG it wrote under ``$DPM_LAB_HOME/figures`` (or
+``out``). The notebook helpers at the end also draw from live pruning objects (norm traces,
+Self-Rectifying signals) and save only when given ``out``.
+
+Tables and figures pool runs only when their complete configurations are equal up to the seed
+(the record's ``config_id``); the knobs that tell pooled groups apart come from
+``runspec.describe``, and the git revisions behind every group are listed beside it.
 """
 from __future__ import annotations
 
@@ -14,13 +18,12 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .data import REPO_ROOT
-
-FIGURES_DIR = REPO_ROOT / "figures"
+from .paths import figures_dir
+from .runspec import describe
 
 
 def _save(fig, name: str, out=None) -> Path:
-    path = Path(out) if out else FIGURES_DIR / name
+    path = Path(out) if out else figures_dir() / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
@@ -34,74 +37,120 @@ def training_curve(record: dict, out=None, show: bool = False) -> Path:
     a.set(xlabel="epoch", ylabel="train loss")
     b.plot(h["epoch"], h["test_acc"], marker="o", color="C1")
     b.set(xlabel="epoch", ylabel="test top-1 (%)")
+    if "val_acc" in h:
+        b.plot(h["epoch"], h["val_acc"], marker=".", color="C2", label="validation")
+        b.legend(fontsize=8)
+    rev = record["git"] + ("-dirty" if record.get("git_dirty") else "")
     title = (f"{record['kind']} {record['model']} / {record['dataset']} ({record['profile']}, seed "
-             f"{record['seed']}, rev {record['git']}): final {record['final_top1']:.2f}%")
+             f"{record['seed']}, run {record['run_id']}, rev {rev}): final {record['final_top1']:.2f}%")
     fig.suptitle(title, fontsize=9)
-    name = f"{record['kind']}_{record['model']}_{record['dataset']}_{record['profile']}_s{record['seed']}.png"
+    method = f"_{record['method']}" if record.get("method") else ""
+    name = (f"{record['kind']}{method}_{record['model']}_{record['dataset']}_{record['profile']}"
+            f"_s{record['seed']}_{record['run_id']}.png")
     path = _save(fig, name, out)
     if not show:
         plt.close(fig)
     return path
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(records)
+def revisions(records: pd.DataFrame) -> list[str]:
+    """The distinct code revisions behind ``records`` (``-dirty``: uncommitted changes)."""
+    dirty = records.get("git_dirty", pd.Series(False, index=records.index)).fillna(False)
+    return sorted(set(records["git"] + np.where(dirty, "-dirty", "")))
 
 
-def summarize(records: pd.DataFrame, by=("method", "target_macs")) -> pd.DataFrame:
-    """Mean ± std over seeds of final top-1 (best beside it) and of the MACs/params ratios."""
-    g = records.groupby(list(by))
-    out = g.agg(seeds=("seed", "nunique"), final_mean=("final_top1", "mean"),
-                final_std=("final_top1", "std"), best_mean=("best_top1", "mean"),
-                macs_ratio=("macs_ratio", "mean"), macs_std=("macs_ratio", "std"),
-                params_ratio=("params_ratio", "mean"), params_std=("params_ratio", "std"))
-    return out.reset_index()
+def summarize(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (records with equal ``config_id``, i.e. equal but for the seed):
+    its knobs (``runspec.describe``), the seeds, mean ± std of final top-1 (best epoch and
+    validation beside it), MACs and params kept, releases per run, and the revisions."""
+    rows = []
+    for cid, g in records.groupby("config_id", sort=False):
+        val = g["final_val"].dropna() if "final_val" in g else pd.Series(dtype=float)
+        released = g["released"].dropna() if "released" in g else pd.Series(dtype=float)
+        rows.append({**describe(g["config"].iloc[0]), "seeds": g["seed"].nunique(),
+                     "final_mean": g["final_top1"].mean(), "final_std": g["final_top1"].std(),
+                     "best_mean": g["best_top1"].mean(),
+                     "val_mean": val.mean() if len(val) else np.nan,
+                     "macs_ratio": g["macs_ratio"].mean(), "macs_std": g["macs_ratio"].std(),
+                     "params_ratio": g["params_ratio"].mean(), "params_std": g["params_ratio"].std(),
+                     "released": released.mean() if len(released) else np.nan,
+                     "revisions": ", ".join(revisions(g)), "config_id": cid})
+    return pd.DataFrame(rows)
 
 
-def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False,
-                     by=("method", "target_macs")) -> Path:
-    """Final top-1 (mean ± std over seeds) against the kept fraction of MACs (± std), one line per
-    method, with the dense accuracy as a reference band. ``by``: the columns that make one point."""
-    s = summarize(records, by)
+def varying(table: pd.DataFrame, keep=("method", "target")) -> list[str]:
+    """The knob columns of a summary that differ between its rows (plus ``keep``)."""
+    knobs = [c for c in describe_columns() if c in table]
+    return [c for c in knobs if c in keep or table[c].nunique(dropna=False) > 1]
+
+
+def describe_columns() -> list[str]:
+    return list(describe({"host": "", "method": "", "model": "", "data": {"dataset": "",
+                                                                         "val_fraction": 0},
+                          "train": {"epochs": 0}, "options": {}}))
+
+
+def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False) -> Path:
+    """Final top-1 (mean ± std over seeds) against the kept fraction of MACs (± std). One line per
+    series of configurations that differ only in their target, labelled by the knobs that differ
+    between series; the dense accuracy as a reference band."""
+    s = summarize(records)
+    knobs = [c for c in varying(s, keep=("method",)) if c != "target"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for i, (method, d) in enumerate(s.groupby("method")):
+    for i, (key, d) in enumerate(s.groupby(knobs, sort=False, dropna=False)):
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{v}" if k == "method" else f"{k}={v}" for k, v in zip(knobs, key))
         d = d.sort_values("macs_ratio")
         ax.errorbar(d["macs_ratio"], d["final_mean"], yerr=d["final_std"].fillna(0),
-                    xerr=d["macs_std"].fillna(0), marker="o", capsize=3, label=method,
-                    color=sns.color_palette()[i])
-    dense = records.drop_duplicates("seed")["dense_top1"].dropna()
+                    xerr=d["macs_std"].fillna(0), marker="o", capsize=3, label=label,
+                    color=sns.color_palette()[i % 10])
+    dense = records.drop_duplicates("dense_run_id")["dense_top1"].dropna() \
+        if "dense_run_id" in records else pd.Series(dtype=float)
     if len(dense):
-        ax.axhspan(dense.mean() - dense.std(), dense.mean() + dense.std(), color="grey",
-                   alpha=0.2, label=f"dense {dense.mean():.1f}%")
+        ax.axhspan(dense.mean() - dense.std(ddof=0), dense.mean() + dense.std(ddof=0),
+                   color="grey", alpha=0.2, label=f"dense {dense.mean():.1f}%")
     ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%)", xscale="log",
            title=title)
     ax.legend(fontsize=8)
-    path = _save(fig, "accuracy_vs_macs.png" if out is None else Path(out).name,
-                 out)
+    path = _save(fig, "accuracy_vs_macs.png" if out is None else Path(out).name, out)
     if not show:
         plt.close(fig)
     return path
 
 
-def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[tuple[str, pd.DataFrame, Path]]:
-    """Every comparison recorded for ``profile``: the core methods (``results/<profile>/prune``)
-    and each host (``results/<profile>/<host>``). Returns ``(name, summary table, figure path)``
-    per comparison; the accuracy-vs-MACs figures go to ``out_dir`` (default ``figures/``)."""
-    from .results import RESULTS_DIR, load_records
+def report(profile: str = "mini", results_dir=None, out_dir=None):
+    """Every comparison recorded for ``profile`` under ``results_dir`` (default
+    ``$DPM_LAB_HOME/results``): one per host folder (``core``, ``depgraph``, ``otov2``).
+    Returns ``(name, summary table, figure path, notes)`` per comparison; the notes say when the
+    records come from more than one revision or from uncommitted code."""
+    from .paths import results_dir as default_results
+    from .results import load_records
+    from .runspec import HOSTS
 
-    base = Path(results_dir or RESULTS_DIR) / profile
-    out_dir = Path(out_dir) if out_dir else FIGURES_DIR
+    base = Path(results_dir or default_results()) / profile
+    out_dir = Path(out_dir) if out_dir else figures_dir()
     found = []
-    for name, by in (("prune", ("method", "target_macs")), ("depgraph", ("method", "target")),
-                     ("otov2", ("method", "target"))):
-        records = load_records(base / name)
+    for host in HOSTS:
+        records = load_records(base / host)
         if records.empty:
             continue
-        title = {"prune": "core methods", "depgraph": "DepGraph host",
-                 "otov2": "OTOv2 host"}[name] + f", {profile} profile"
-        path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{name}_{profile}.png",
-                                title=title, by=by)
-        found.append((name, summarize(records, by), path))
+        title = {"core": "core methods", "depgraph": "DepGraph host",
+                 "otov2": "OTOv2 host"}[host] + f", {profile} profile"
+        path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{host}_{profile}.png",
+                                title=title)
+        table = summarize(records)
+        notes = []
+        revs = revisions(records)
+        if len(revs) > 1:
+            notes.append(f"records from {len(revs)} revisions shown together: {', '.join(revs)}")
+        if any(r.endswith("-dirty") for r in revs):
+            notes.append("some records were made with uncommitted changes (-dirty)")
+        common = {c: table[c].iloc[0] for c in describe_columns()
+                  if c in table and c not in varying(table)}
+        notes.append("common to all rows: " + ", ".join(f"{k}={v}" for k, v in common.items()))
+        cols = varying(table) + ["seeds", "final_mean", "final_std", "best_mean", "val_mean",
+                                 "macs_ratio", "params_ratio", "released", "revisions"]
+        found.append((host, table[cols], path, notes))
     return found
 
 

@@ -8,11 +8,17 @@ import torch.nn as nn
 import torch_pruning as tp
 
 
+def example_input(model: nn.Module, input_size=(1, 3, 32, 32)) -> torch.Tensor:
+    """A random input of ``input_size`` on the model's device and in its dtype, for tracing
+    (dependency graphs, MAC counting); float64 models are traced in float64."""
+    p = next(model.parameters())
+    return torch.randn(*input_size, device=p.device, dtype=p.dtype)
+
+
 def macs_params(model: nn.Module, input_size=(1, 3, 32, 32)) -> tuple[int, int]:
     """(MACs, parameters) of one forward pass at ``input_size``, via
     ``torch_pruning.utils.count_ops_and_params`` (it counts current shapes, on a copy)."""
-    device = next(model.parameters()).device
-    macs, params = tp.utils.count_ops_and_params(model, torch.randn(*input_size, device=device))
+    macs, params = tp.utils.count_ops_and_params(model, example_input(model, input_size))
     return int(macs), int(params)
 
 

@@ -36,7 +36,8 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 @torch.no_grad()
-def calibrate_bn(model: torch.nn.Module, input_size, batches: int = 2, seed: int = 0) -> None:
+def calibrate_bn(model: torch.nn.Module, input_size, batches: int = 2, seed: int = 0,
+                 dtype=torch.float32) -> None:
     """Set BN running statistics from train-mode forward passes, so eval-mode outputs have a
     realistic O(1) scale (random statistics make a deep net's logits explode to ~1e3, where an
     absolute tolerance would only measure float precision)."""
@@ -47,5 +48,5 @@ def calibrate_bn(model: torch.nn.Module, input_size, batches: int = 2, seed: int
             m.momentum = None  # cumulative average
     model.train()
     for _ in range(batches):
-        model(torch.randn(8, *input_size[1:], generator=g))
+        model(torch.randn(8, *input_size[1:], generator=g).to(dtype))
     model.eval()

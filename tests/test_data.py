@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dpm_lab.data import (SLICE_SHA256, DatasetNotFoundError, TensorLoader, augment,
-                          load_dataset, synthetic_dataset)
+                          load_dataset, split_validation, synthetic_dataset)
 from conftest import needs_slice
 
 
@@ -35,7 +35,8 @@ def test_corrupt_slice_is_rejected(tmp_path):
 
 def test_missing_dataset_says_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setenv("DPM_LAB_DATA", str(tmp_path))
-    monkeypatch.setattr("dpm_lab.data.REPO_ROOT", tmp_path / "nowhere")
+    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # no data/ or shared/data/ here or above
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("cifar10", root=tmp_path / "given")
     msg = str(err.value)
@@ -91,3 +92,21 @@ def test_augment_matches_pad_crop_flip_semantics():
         ref = padded[b, :, dy:dy + 32, dx:dx + 32]
         ref = ref.flip(2) if flips[b] else ref
         assert torch.equal(out[b], ref)
+
+
+def test_validation_split_is_seeded_stratified_and_disjoint():
+    train, _ = synthetic_dataset(1000, 10, seed=1)
+    rest, val = split_validation(train, 0.1, seed=0)
+    again_rest, again_val = split_validation(train, 0.1, seed=0)
+    _, other = split_validation(train, 0.1, seed=1)
+    assert len(rest) + len(val) == len(train) and torch.equal(val.images, again_val.images)
+    assert not torch.equal(val.images, other.images)
+    # every training image is in exactly one of the two parts
+    key = lambda d: {tuple(x.flatten()[:64].tolist()) for x in d.images}  # noqa: E731
+    assert not key(rest) & key(val) and len(key(rest) | key(val)) == len(key(train))
+    for c in range(10):  # stratified: each class holds out its rounded 10 %
+        n = int((train.labels == c).sum())
+        assert int((val.labels == c).sum()) == round(0.1 * n)
+    assert split_validation(train, 0.0)[1] is None
+    with pytest.raises(ValueError, match="1.5"):
+        split_validation(train, 1.5)

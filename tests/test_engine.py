@@ -86,3 +86,20 @@ def test_profiles_switch_by_environment(monkeypatch):
     assert get_profile("mini").dataset == "cifar10-slice"
     with pytest.raises(ValueError, match="'huge'.*smoke, mini, paper"):
         get_profile("huge")
+
+
+def test_validation_loader_is_evaluated_every_epoch(loaders, synthetic):
+    from dpm_lab.data import TensorLoader
+    train, test = loaders
+    val = TensorLoader(synthetic[1].subset(64), 64, train=False)
+    history = fit(_model(), train, test, TrainConfig(epochs=2, lr=0.05), progress=False,
+                  val_loader=val)
+    assert [0 <= h["val_acc"] <= 100 for h in history] == [True, True]
+
+
+def test_with_epochs_scales_milestones():
+    cfg = TrainConfig(epochs=200, schedule="multistep", milestones=(120, 150, 180))
+    assert cfg.with_epochs(20).milestones == (12, 15, 18)
+    assert cfg.with_epochs(2).milestones == (1,)  # collapsed ones merge, none at 0 or the end
+    with pytest.raises(ValueError, match="0"):
+        cfg.with_epochs(0)

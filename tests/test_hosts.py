@@ -16,11 +16,11 @@ from conftest import calibrate_bn, randomize_bn
 SIZE = input_size("resnet20")
 
 
-def _resnet20(seed=0):
+def _resnet20(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     model = get_model("resnet20")
     randomize_bn(model, seed)
-    return model
+    return model.to(dtype)
 
 
 # ---- DepGraph ----
@@ -46,12 +46,13 @@ def test_sparse_learning_hook_adds_the_group_penalty_to_gradients():
 
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_depgraph_with_sp_N1_equals_the_hosts_progressive_removal(rounds):
-    model = _resnet20()
+    """Same pruner steps, same channels, same shapes and (float64) the same outputs."""
+    model = _resnet20(dtype=torch.float64)
     host, soft = copy.deepcopy(model), copy.deepcopy(model)
     info = progressive_prune(make_pruner(host, SIZE), host, 2.0, SIZE)
-    groups = ChannelGroups(soft, torch.randn(SIZE))
+    groups = ChannelGroups(soft, torch.randn(SIZE, dtype=torch.float64))
     selector = ProgressiveSelector(make_pruner(soft, SIZE), groups, 2.0, rounds, SIZE)
-    sp = SmoothPruning(groups, MacsTarget(0.5), 1, rounds=list(range(rounds)), selector=selector,
+    sp = SmoothPruning(groups, None, 1, rounds=list(range(rounds)), selector=selector,
                        input_size=SIZE)
     for r in range(rounds):
         sp.round(r)
@@ -60,17 +61,16 @@ def test_depgraph_with_sp_N1_equals_the_hosts_progressive_removal(rounds):
     soft, _ = finalize(soft, sp, SIZE)
     assert [p.shape for p in soft.parameters()] == [p.shape for p in host.parameters()]
     host.eval(), soft.eval()
-    x = torch.randn(8, *SIZE[1:])
+    x = torch.randn(8, *SIZE[1:], dtype=torch.float64)
     with torch.no_grad():
-        assert torch.equal(soft(x), host(x))
+        assert (soft(x) - host(x)).abs().max() <= 1e-12
 
 
 def test_depgraph_rounds_meet_their_budgets_and_the_last_meets_the_target():
     model = _resnet20()
     groups = ChannelGroups(model, torch.randn(SIZE))
     selector = ProgressiveSelector(make_pruner(model, SIZE), groups, 2.0, 3, SIZE)
-    sp = SmoothPruning(groups, MacsTarget(0.5), 4, rounds=[0, 1, 2], selector=selector,
-                       input_size=SIZE)
+    sp = SmoothPruning(groups, None, 4, rounds=[0, 1, 2], selector=selector, input_size=SIZE)
     for r in range(3):
         sp.round(r)
     budgets = [e["budget"] for e in selector.log]
@@ -101,14 +101,14 @@ class TinyNet(nn.Module):
 TINY = (1, 3, 8, 8)
 
 
-def _dhspg_run(steps=150, decay_N=None, rectifier=None, seed=0, **kw):
+def _dhspg_run(steps=150, decay_N=None, rectifier=None, seed=0, release_until=None, **kw):
     torch.manual_seed(seed)
     model = TinyNet()
     groups = ChannelGroups(model, torch.randn(TINY), consumers=False)
     sp = None
     if decay_N:
         sp = SmoothPruning(groups, None, decay_N, rounds=(), rectifier=rectifier,
-                           input_size=TINY, release_until=steps // 2)
+                           input_size=TINY, release_until=release_until or steps // 2)
     opt = DHSPG(model.parameters(), groups, **{**dict(lr=0.1, target_sparsity=0.5, lmbda=0.5,
                                                       epsilon=0.9, start_step=10, seed=seed,
                                                       decay=sp), **kw})
@@ -138,14 +138,14 @@ def test_dhspg_reaches_its_target_group_sparsity_with_exact_zeros():
 
 def test_dhspg_zero_groups_are_removed_with_identical_outputs():
     model, groups, opt, _ = _dhspg_run()
-    model.eval()
-    calibrate_bn(model, TINY)
-    x = torch.randn(8, *TINY[1:])
+    model.double().eval()
+    calibrate_bn(model, TINY, dtype=torch.float64)
+    x = torch.randn(8, *TINY[1:], dtype=torch.float64)
     with torch.no_grad():
         before = model(x)
         remove_channels(model, groups.split(pruned_groups(opt)), TINY)
         after = model(x)
-    assert (before - after).abs().max() <= 1e-5
+    assert (before - after).abs().max() <= 1e-12
     assert sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)) == 16
 
 
@@ -158,18 +158,24 @@ def test_dhspg_with_sp_N1_equals_the_projection():
 
 
 def test_dhspg_with_dpm_decays_over_N_steps_then_holds_the_target():
-    model, groups, opt, sp = _dhspg_run(steps=200, decay_N=20, rectifier=SelfRectifying(window=3))
+    # thresholds that release every decaying group once its window is full, until step 30:
+    # the target must still be met, by the groups DHSPG projects in their place
+    sr = SelfRectifying(t_rate=-float("inf"), t_len=-float("inf"), window=3)
+    model, groups, opt, sp = _dhspg_run(steps=200, decay_N=20, rectifier=sr, release_until=30)
+    assert len(sp.release_log) > 0 and len(sp.released_ids()) > 0
+    assert all(r["step"] < 30 for r in sp.release_log)  # only before release_until
     pruned = sp.status == PRUNED
     assert int(pruned.sum()) == opt.num_target
+    assert not (pruned & (sp.status == RELEASED)).any()
     assert bool((groups.squared_norms()[pruned] == 0).all())
     assert len(sp.decaying_ids()) == 0               # every decay started has finished
-    model.eval()
-    calibrate_bn(model, TINY)
-    x = torch.randn(8, *TINY[1:])
+    model.double().eval()
+    calibrate_bn(model, TINY, dtype=torch.float64)
+    x = torch.randn(8, *TINY[1:], dtype=torch.float64)
     with torch.no_grad():
         before = model(x)
         finalize(model, sp, TINY)
-        assert (before - model(x)).abs().max() <= 1e-5
+        assert (before - model(x)).abs().max() <= 1e-12
 
 
 def test_dhspg_replaces_released_groups_in_the_redundant_set():
@@ -179,8 +185,17 @@ def test_dhspg_replaces_released_groups_in_the_redundant_set():
     victims = (opt.redundant & ~sp.committed()).nonzero().flatten()[:3]
     sp.status[victims] = RELEASED                      # as Self-Rectifying would
     xx = groups.squared_norms()
-    opt._replace_released(xx, xx, xx, sp.committed())
+    d = {p: torch.randn_like(p) for p in opt.groups.model.parameters()}
+    xd = groups.reduce(lambda p: p * d[p])
+    dd = groups.reduce(lambda p: d[p].pow(2))
+    before = opt.redundant.clone()
+    opt._replace_released(xx, xd, dd, sp.committed())
     assert int(opt.redundant.sum()) == size and not opt.redundant[victims].any()
+    added = opt.redundant & ~before
+    assert int(added.sum()) == 3                       # exactly the released ones are replaced,
+    free = ~before & ~sp.committed() & (sp.status != RELEASED)
+    score = opt._score(xx, xd, dd)                     # by the best-scoring free groups
+    assert score[added].min() >= score[free & ~added].max()
 
 
 def test_dhspg_state_survives_a_checkpoint():
@@ -209,25 +224,37 @@ def test_dhspg_bad_parameters_name_the_value():
 @pytest.mark.parametrize("host", ["depgraph", "otov2"])
 def test_host_pipelines_write_consistent_records(host, tmp_path):
     from dpm_lab.config import get_profile
-    from dpm_lab.experiments import run_host
+    from dpm_lab.experiments import run
+    from dpm_lab.figures import report
+    from dpm_lab.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
                 progress=False)
-    records = {m: run_host(host, m, profile, 0, **dirs) for m in ("host", "sp", "dpm")}
+    records = {m: run(RunSpec(host=host, method=m, profile=profile), **dirs)
+               for m in ("host", "sp", "dpm")}
     for m, r in records.items():
-        assert r["host"] == host and r["method"] == m and r["config"]["recipe"]["model"] == "resnet20"
+        assert r["host"] == host and r["method"] == m and r["model"] == "resnet20"
+        assert r["config"]["host"] == host and r["config"]["method"] == m
         if host == "depgraph":
             assert r["macs_ratio"] <= 1 / 2.0
         if m != "host":  # removal is exact: same MACs as counted before, same accuracy
             assert r["macs"] == r["effective_macs"]
             assert r["top1_after_finalize"] == r["soft_top1"]
-    again = run_host(host, "dpm", profile, 0, **dirs)  # finished runs are read back
-    assert again["wall_time_s"] == records["dpm"]["wall_time_s"]
-    from dpm_lab.figures import report
-    (name, table, figure), = [r for r in report("smoke", tmp_path / "res", tmp_path / "fig")
-                              if r[0] == host]
+    (name, table, figure, notes), = [r for r in report("smoke", tmp_path / "res", tmp_path / "fig")
+                                     if r[0] == host]
     assert sorted(table["method"]) == ["dpm", "host", "sp"] and figure.exists()
+
+
+def test_dhspg_factory_keeps_the_training_config():
+    from dpm_lab.config import TrainConfig
+    model = TinyNet()
+    groups = ChannelGroups(model, torch.randn(TINY), consumers=False)
+    cfg = TrainConfig(epochs=1, lr=0.03, momentum=0.8, weight_decay=1e-3, nesterov=True)
+    opt = DHSPG.factory(groups, target_sparsity=0.25)(model, cfg)
+    pg = opt.param_groups[0]
+    assert (pg["lr"], pg["momentum"], pg["weight_decay"], pg["nesterov"]) == (0.03, 0.8, 1e-3, True)
+    assert opt.num_target == 8
 
 
 def test_paper_recipes_hold_the_papers_settings():

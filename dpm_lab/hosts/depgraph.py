@@ -1,6 +1,7 @@
 """DepGraph as a host: Torch-Pruning's ``group_sl`` pipeline, and DPM inside it.
 
-The host, as Torch-Pruning's CIFAR benchmark runs it (``reproduce/main.py``, ANCHORS.md §1.3, §2.3):
+The host, as Torch-Pruning's CIFAR benchmark runs it (its ``benchmarks/main.py`` with
+``--method group_sl``; Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023):
 
 1. *Sparse learning* (optional, "SL"): train with ``GroupNormPruner.regularize`` adding
    reg·s_k·w to every coupled slice's gradient after ``backward`` (least important channels up
@@ -16,8 +17,9 @@ until the *effective* MACs of everything selected so far meet that round's share
 the new channels decay over N steps (:class:`SmoothPruning`) while training continues, SR may
 release some, and later rounds pick replacements. Zeroed channels keep zero importance, so the
 pruner, which never sees a removal, still yields the cumulative set it would have removed
-(ANCHORS.md §1.8 route A); channels the host already holds or SR released are skipped, and picks
-are zeroed provisionally between the pruner's steps as the host's removal would. With N = 1 and
+(interactive mode yields groups without removing them); channels the host already holds or SR
+released are skipped, and picks are zeroed provisionally between the pruner's steps as the
+host's removal would. With N = 1 and
 no training between rounds this selects and removes exactly what the host removes (tested).
 
 Choice (documented, a parameter): ``normalizer='max'`` for both the SL and the no-SL variant.
@@ -31,7 +33,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..engine import Hook, TrainState
-from ..metrics import macs_params
+from ..metrics import example_input, macs_params
 from ..pruning.decay import DECAYING, PRUNED, RELEASED, SmoothPruning
 from ..pruning.finalize import effective_macs_params
 from ..pruning.groups import ChannelGroups, output_layer
@@ -41,11 +43,10 @@ def make_pruner(model: nn.Module, input_size=(1, 3, 32, 32), reg: float = 5e-4,
                 normalizer: str = "max", iterative_steps: int = 400) -> tp.pruner.GroupNormPruner:
     """Torch-Pruning's ``group_sl`` pruner: global ranking by group L2 magnitude, ratio 1.0 over
     ``iterative_steps`` steps, the output layer ignored. ``reg`` matters only for sparse learning."""
-    device = next(model.parameters()).device
     importance = tp.importance.GroupMagnitudeImportance(p=2, normalizer=normalizer)
     with torch.enable_grad():
         return tp.pruner.GroupNormPruner(
-            model, torch.randn(*input_size, device=device), importance=importance,
+            model, example_input(model, input_size), importance=importance,
             global_pruning=True, pruning_ratio=1.0, iterative_steps=iterative_steps,
             ignored_layers=[output_layer(model)], reg=reg)
 

@@ -5,7 +5,8 @@ channel's producer slices, i.e. :class:`ChannelGroups` with ``consumers=False``)
 set G_p and the rest, pushes G_p towards zero with an adaptive group-lasso term, and projects a
 group onto exactly zero in one step once the trial point crosses the half-space
 ⟨x̂_g, x_g⟩ < ε‖x_g‖². Zero groups stay zero, so at the end they are removed with identical
-outputs and no fine-tuning. ALGORITHMS.md §6.3–§6.4 give the update this module implements.
+outputs and no fine-tuning (Chen et al., "OTOv2: Automatic, Generic, User-Friendly", ICLR 2023,
+Algorithm 2 and its released code give the update this module implements).
 
 Why our own: the ``only_train_once`` package cannot serve here (2.0.x hard-codes CUDA and
 compresses through ONNX; 3.x ships no DHSPG). Every per-group quantity below is one
@@ -75,13 +76,25 @@ class DHSPG(torch.optim.Optimizer):
         self.project_until = project_until
         S = groups.num_structures
         self.num_target = math.floor(target_sparsity * S)
-        device = groups.entries[0].param.device
+        device = groups.entries[0].param.device   # the model's, wherever it was moved
+        groups.to(device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.step_count = 0
         self.redundant = torch.zeros(S, dtype=torch.bool, device=device)   # G_p
         self.zero = torch.zeros(S, dtype=torch.bool, device=device)        # projected (native)
         self.partitioned = False
         self.sizes = groups.reduce(lambda p: torch.ones_like(p))           # |g|
+
+    @classmethod
+    def factory(cls, groups: ChannelGroups, **options):
+        """An ``optimizer_factory`` for :func:`dpm_lab.engine.fit`: DHSPG over ``groups`` with
+        the training config's lr, momentum, weight decay and Nesterov flag, plus ``options``
+        (target_sparsity, lmbda, epsilon, decay, ...). Built when ``fit`` has placed the model,
+        so the group index maps follow it to its device."""
+        def make(model, cfg):
+            return cls(model.parameters(), groups, lr=cfg.lr, momentum=cfg.momentum,
+                       weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, **options)
+        return make
 
     # ---- the update ----
 

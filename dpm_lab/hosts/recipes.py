@@ -1,6 +1,6 @@
 """Each host's recipe per profile: the host's own training schedule and pruning settings.
 
-DPM's authors kept each framework's original configuration (ALGORITHMS.md §3, §4.5); the
+DPM's authors kept each framework's original configuration (the DPM paper, §4); the
 ``paper`` recipes are those configurations, one per row of the paper's tables. The ``mini``
 recipes shrink them to minutes on a CPU, keeping their shape (DepGraph: sparse learning, then
 pruning, then fine-tuning; OTOv2: one training run that prunes as it goes); ``smoke`` only
@@ -69,7 +69,7 @@ def depgraph_recipe(profile: Profile | str | None = None, sparse_learning: bool 
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     if p.name == "paper":
         # Torch-Pruning reproduce/: SL 100 epochs lr 0.01 steps 60/80, reg 5e-4; 2.11x; FT 100
-        # epochs lr 0.01 steps 60/80 (ALGORITHMS.md §4.5). N = 5 epochs, as the core profile.
+        # epochs lr 0.01 steps 60/80 (its reproduce/ scripts). N = 5 epochs, as the core profile.
         sl = _sl(100, schedule="multistep", milestones=(60, 80))
         r = DepGraphRecipe(model="resnet56", speedup=2.11, sparse_learning=sl,
                            finetune=p.finetune, decay_steps=p.decay_steps)
@@ -84,7 +84,7 @@ def depgraph_recipe(profile: Profile | str | None = None, sparse_learning: bool 
     return replace(r, model=model) if model else r
 
 
-# The paper's OTOv2 rows (ALGORITHMS.md §4.1, §4.4, §4.5): the legacy tutorials' recipes.
+# The DPM paper's OTOv2 rows (VGG-16-BN and ResNet-50 on CIFAR-10): OTOv2's legacy tutorial recipes.
 _PAPER_OTOV2 = {
     "vgg16_bn": dict(train=TrainConfig(epochs=300, lr=0.1, schedule="multistep",
                                        milestones=(75, 150, 225), weight_decay=5e-4),

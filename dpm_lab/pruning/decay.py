@@ -34,7 +34,7 @@ from ..engine import Hook, TrainState
 from ..metrics import macs_params
 from .groups import ChannelGroups
 from .rectify import SelfRectifying
-from .selection import ChannelRatio, MacsTarget, make_importance, select
+from .selection import ChannelRatio, MacsTarget, make_importance, scores, select
 
 FREE, DECAYING, PRUNED, RELEASED = 0, 1, 2, 3
 
@@ -46,9 +46,15 @@ class SmoothPruning(Hook):
     :class:`MacsTarget`. ``decay_steps``: N. ``criterion``: importance name (see
     ``selection.CRITERIA``). ``rounds``: optimiser-step counts at which to (re)select.
     ``trace=True`` keeps every structure's norm after every step (for plots; costs memory).
-    ``selector(pruner, step) -> ids``: the host's choice at a round, instead of :func:`select`.
+    ``selector(pruner, step) -> ids``: the host's choice at a round, instead of :func:`select`
+    (then ``target`` must be ``None``: the host owns the target).
     ``release_until``: Self-Rectifying may release only before this optimiser step (default: the
-    last round; a host that requests structures itself sets it).
+    last round; a host that requests structures itself sets it). With a ``rectifier`` it must be
+    > 0, else nothing could ever be released (raises).
+
+    From a custom training loop, call ``on_fit_start(state)`` once before the first step and
+    ``after_step(state)`` after every ``optimizer.step()``, with ``state.step`` the 0-based index
+    of the step just taken and ``state.optimizer`` the optimiser (see ``engine.TrainState``).
     """
 
     def __init__(self, groups: ChannelGroups, target: ChannelRatio | MacsTarget | None,
@@ -60,10 +66,22 @@ class SmoothPruning(Hook):
         if any(r < 0 for r in rounds) or (not rounds and release_until is None):
             raise ValueError(f"rounds must be a list of steps >= 0 (empty only with "
                              f"release_until), got {rounds!r}")
+        if selector is not None and target is not None:
+            raise ValueError("give a target or a selector, not both: with a selector the host "
+                             "decides what each round selects (pass target=None)")
+        if selector is None and target is None and rounds:
+            raise ValueError("selection rounds need a target (ChannelRatio or MacsTarget) or a "
+                             "host's selector")
         self.groups, self.target, self.decay_steps = groups, target, decay_steps
         self.criterion, self.importance = criterion, make_importance(criterion)
         self.rounds = sorted(set(int(r) for r in rounds))
         self.release_until = self.rounds[-1] if release_until is None else release_until
+        if rectifier is not None and self.release_until <= 0:
+            raise ValueError(
+                f"Self-Rectifying could never release anything: releases are allowed only before "
+                f"step {self.release_until} (the last selection round, which picks replacements "
+                f"so the target holds). Give rounds after step 0, e.g. rounds=range(0, T, N) "
+                f"over the first part of T training steps, or release_until=")
         self.selector = selector
         self.rectifier, self.input_size, self.trace = rectifier, input_size, trace
         self.dense_macs, self.dense_params = macs_params(groups.model, input_size)
@@ -113,7 +131,8 @@ class SmoothPruning(Hook):
         if self.selector is not None:
             new = torch.as_tensor(self.selector(self, step), dtype=torch.long)
         else:
-            new = select(self.groups, self.groups.importance(self.importance), self.target,
+            new = select(self.groups, scores(self.groups, self.criterion, self.importance),
+                         self.target,
                          taken=taken, released=self.status == RELEASED,
                          input_size=self.input_size, dense_macs=self.dense_macs)
         self.round_log.append({"step": step, "selected": len(new), "taken_before": int(taken.sum())})

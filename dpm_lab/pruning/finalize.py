@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..metrics import macs_params
+from ..metrics import example_input, macs_params
 
 
 def _out_handler(module: nn.Module):
@@ -29,9 +29,8 @@ def remove_channels(model: nn.Module, channels: dict[str, list[int]], input_size
 
     Returns Torch-Pruning's pruning history, which :func:`load_pruned` replays.
     """
-    device = next(model.parameters()).device
     with torch.enable_grad():
-        DG = tp.DependencyGraph().build_dependency(model, torch.randn(*input_size, device=device),
+        DG = tp.DependencyGraph().build_dependency(model, example_input(model, input_size),
                                                    verbose=False)
     for root, idxs in channels.items():
         module = model.get_submodule(root)
@@ -78,7 +77,8 @@ def load_pruned(path, model: nn.Module, input_size=(1, 3, 32, 32)) -> nn.Module:
     load the weights. Returns the model (modified in place)."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     with torch.enable_grad():
-        DG = tp.DependencyGraph().build_dependency(model, torch.randn(*input_size), verbose=False)
+        DG = tp.DependencyGraph().build_dependency(model, example_input(model, input_size),
+                                                   verbose=False)
     DG.load_pruning_history(ck["history"])
     model.load_state_dict(ck["state_dict"])
     return model

@@ -1,7 +1,8 @@
 """Self-Rectifying (SR): release decaying structures that the gradients say were chosen wrongly.
 
-Two signals per decaying structure i, computed from what the step already produced
-(ALGORITHMS.md §2.2; the paper's exact formulas were not available, so these are our reading):
+Two signals per decaying structure i, computed from what the step already produced. The DPM
+paper (Yang et al., arXiv:2406.03879) names the two signals, an escape rate and a gradient
+length; its exact formulas were not available to us, so these are our reading:
 
 - ``C_rate`` — the *escape rate*: how much the optimiser step tried to grow the structure,
   (‖x̃_i‖ − ‖x_i‖) / ref. ``rate_reference="decay_step"`` (default) divides by the decay step

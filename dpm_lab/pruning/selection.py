@@ -24,10 +24,12 @@ from .finalize import effective_macs_params
 from .groups import ChannelGroups
 
 CRITERIA = ("l2", "l1", "bn", "taylor", "random")
+GRADIENT_CRITERIA = ("taylor",)
 
 
 def make_importance(criterion: str):
-    """A Torch-Pruning importance object by name. ``taylor`` needs gradients in ``.grad``."""
+    """A Torch-Pruning importance object by name. ``taylor`` needs gradients in ``.grad``
+    (see :func:`accumulate_gradients` and :func:`scores`)."""
     if criterion == "l2":
         return tp.importance.GroupMagnitudeImportance(p=2)
     if criterion == "l1":
@@ -39,6 +41,41 @@ def make_importance(criterion: str):
     if criterion == "random":
         return tp.importance.RandomImportance()
     raise ValueError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+
+
+def scores(groups: ChannelGroups, criterion: str, importance=None) -> torch.Tensor:
+    """Importance ``[S]`` of every structure under ``criterion`` (higher = more important).
+
+    A gradient criterion (``taylor``: |w · ∂L/∂w| per structure) with no gradient present would
+    rank every structure as zero, i.e. at random; that raises instead, saying how to provide one.
+    """
+    if criterion in GRADIENT_CRITERIA and all(e.param.grad is None for e in groups.entries):
+        raise ValueError(f"criterion {criterion!r} ranks by weight x gradient, but the model has no "
+                         "gradients: call dpm_lab.pruning.accumulate_gradients(model, loader) "
+                         "before selecting (the pipelines do, for the step-0 selection)")
+    return groups.importance(importance or make_importance(criterion))
+
+
+def accumulate_gradients(model: torch.nn.Module, loader, batches: int = 4, device=None) -> None:
+    """Sum the loss gradients of ``batches`` training batches into ``.grad`` (a calibration pass
+    for gradient criteria before any optimiser step). The model runs in train mode, as during
+    training; its BN running statistics are restored afterwards, so only ``.grad`` changes."""
+    if batches < 1:
+        raise ValueError(f"calibration batches must be >= 1, got {batches!r}")
+    device = torch.device(device) if device else next(model.parameters()).device
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(loader):
+        if i == batches:
+            break
+        x, y = x.to(device), y.to(device)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    with torch.no_grad():
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
+    model.train(was_training)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,327 @@
+"""A run's identity: what a user asks for (:class:`RunSpec`), resolved into the complete
+configuration the run will use, and the hash of that configuration.
+
+Why: a result is only reusable, comparable or reportable if everything that shaped it is known.
+:func:`resolve` turns a spec into a plain dict holding every value the pipeline reads: the
+package version, data split, model, the dense recipe the run starts from, the pruning-phase
+recipe, and every method and host option with its default filled in. Two runs are the same run
+exactly when these dicts are equal; records and checkpoints are named by their hash, so a run
+with any option changed (a threshold, the window, the epochs, the recipe, the package version)
+starts afresh instead of returning an old result.
+
+Options that do not apply to a method or host are refused with a message saying why (for
+example ``criterion`` with the OTOv2 host, whose DHSPG optimiser ranks groups itself), never
+silently ignored. ``None`` in a spec means "the profile's or recipe's value".
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+from . import __version__
+from .config import Profile, get_profile
+
+HOSTS = ("core", "depgraph", "otov2")
+METHODS = {"core": ("single-step", "sp", "dpm"), "depgraph": ("host", "sp", "dpm"),
+           "otov2": ("host", "sp", "dpm")}
+SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
+               "rate_reference": "decay_step"}
+CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": 0.5,
+                 "calibration_batches": 4}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run as asked for. ``host``: ``core`` (DPM's own selection), ``depgraph`` or ``otov2``.
+    ``method``: ``single-step``/``sp``/``dpm`` for core, ``host``/``sp``/``dpm`` for a host.
+    Every other field left ``None`` takes the profile's or the recipe's value.
+
+    ``epochs`` sets the pruning phase's training (fine-tuning; OTOv2's one DHSPG run), scaling
+    multistep milestones with it. ``val_fraction`` holds out that part of the training split.
+    """
+
+    host: str = "core"
+    method: str = "dpm"
+    profile: str | Profile | None = None
+    seed: int = 0
+    model: str | None = None
+    dataset: str | None = None
+    epochs: int | None = None
+    val_fraction: float | None = None
+    # core selection
+    target_macs: float | None = None
+    channel_ratio: float | None = None
+    criterion: str | None = None
+    calibration_batches: int | None = None
+    prune_phase: float | None = None
+    # Smooth Pruning
+    decay_steps: int | None = None
+    # Self-Rectifying
+    t_rate: float | None = None
+    t_len: float | None = None
+    rule: str | None = None
+    window: int | None = None
+    rate_reference: str | None = None
+    # hosts
+    sparse_learning: bool | None = None
+    speedup: float | None = None
+    target_sparsity: float | None = None
+
+    def replace(self, **changes) -> "RunSpec":
+        return replace(self, **changes)
+
+
+FIELDS = tuple(f.name for f in fields(RunSpec))
+SR_OPTIONS = tuple(SR_DEFAULTS)
+
+
+def inapplicable(spec: RunSpec) -> dict[str, str]:
+    """The options that do not apply to ``spec``'s host and method, each with the reason."""
+    host, method = spec.host, spec.method
+    why = {}
+    decaying = method in ("sp", "dpm")
+    if method != "dpm":
+        for o in SR_OPTIONS:
+            why[o] = "Self-Rectifying options apply only to --method dpm"
+    if host != "core":
+        ranks = ("DepGraph ranks channels by Torch-Pruning's group L2 magnitude"
+                 if host == "depgraph" else "OTOv2's DHSPG optimiser ranks groups itself")
+        why["criterion"] = f"the {host} host chooses its channels itself ({ranks})"
+        why["calibration_batches"] = why["criterion"]
+        for o in ("target_macs", "channel_ratio"):
+            why[o] = "hosts take --speedup (depgraph) or --target-sparsity (otov2)"
+    if host != "depgraph":
+        why["speedup"] = "--speedup is the DepGraph host's target"
+        why["sparse_learning"] = "sparse learning belongs to the DepGraph host"
+    if host != "otov2":
+        why["target_sparsity"] = "--target-sparsity is the OTOv2 host's target"
+    if host == "otov2":
+        why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
+                              "DHSPG's projection fires")
+    elif not decaying:
+        why["decay_steps"] = "N applies only to --method sp and dpm"
+        why["prune_phase"] = "selection rounds apply only to --method sp and dpm"
+    if host == "core" and (spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
+        why["calibration_batches"] = ("calibration batches compute the gradients of "
+                                      "--criterion taylor only")
+    return why
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A resolved run: ``config`` is its identity; ``profile``, ``train`` (the pruning phase's
+    TrainConfig) and ``recipe`` (a host's recipe, else ``None``) are the objects it was derived
+    from, which the pipeline runs."""
+
+    spec: RunSpec
+    profile: Profile
+    config: dict
+    train: object
+    recipe: object = None
+
+    @property
+    def run_id(self) -> str:
+        return config_hash(self.config)
+
+
+def resolve(spec: RunSpec) -> Resolved:
+    """The complete configuration of ``spec`` (a plain JSON-able dict) and what it came from.
+
+    Raises ``ValueError`` naming the bad value and what is allowed, or the option that does not
+    apply and why.
+    """
+    if spec.host not in HOSTS:
+        raise ValueError(f"unknown host {spec.host!r}; choose one of: {', '.join(HOSTS)}")
+    if spec.method not in METHODS[spec.host]:
+        raise ValueError(f"method {spec.method!r} is not a {spec.host} method; choose one of: "
+                         f"{', '.join(METHODS[spec.host])}")
+    if not isinstance(spec.seed, int) or isinstance(spec.seed, bool):
+        raise ValueError(f"seed must be an integer, got {spec.seed!r}")
+    refused = inapplicable(spec)
+    for name in FIELDS:
+        if name in refused and getattr(spec, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {getattr(spec, name)!r} does not apply to --host "
+                             f"{spec.host} --method {spec.method}: {refused[name]}")
+    profile = spec.profile if isinstance(spec.profile, Profile) else get_profile(spec.profile)
+    changes = {k: v for k, v in (("model", spec.model), ("dataset", spec.dataset),
+                                 ("val_fraction", spec.val_fraction)) if v is not None}
+    profile = profile.with_(**changes)
+    resolve_host = {"core": _core, "depgraph": _depgraph, "otov2": _otov2}[spec.host]
+    profile, train, dense, options, recipe = resolve_host(spec, profile)
+    if spec.method == "dpm":
+        options["self_rectifying"] = _self_rectifying(spec)
+    config = {"version": __version__, "kind": "prune", "host": spec.host, "method": spec.method,
+              "seed": spec.seed, "model": profile.model, "data": data_config(profile),
+              "dense": dense, "train": asdict(train), "options": options}
+    return Resolved(spec, profile, config, train, recipe)
+
+
+def data_config(profile: Profile) -> dict:
+    """The data part of a run's identity."""
+    return {"dataset": profile.dataset, "n_train": profile.n_train, "n_test": profile.n_test,
+            "val_fraction": profile.val_fraction, "val_seed": profile.val_seed,
+            "batch_size": profile.batch_size}
+
+
+def dense_config(profile: Profile, seed: int) -> dict:
+    """The identity of the dense checkpoint every method of a comparison starts from."""
+    return {"version": __version__, "kind": "dense", "seed": seed, "model": profile.model,
+            "data": data_config(profile), "train": asdict(profile.dense)}
+
+
+def _epochs(train, spec: RunSpec):
+    return train if spec.epochs is None else train.with_epochs(spec.epochs)
+
+
+def _self_rectifying(spec: RunSpec) -> dict:
+    from .pruning.rectify import RATE_REFERENCES, RULES
+
+    sr = {k: SR_DEFAULTS[k] if getattr(spec, k) is None else getattr(spec, k) for k in SR_DEFAULTS}
+    if sr["rule"] not in RULES:
+        raise ValueError(f"unknown release rule {sr['rule']!r}; choose one of: {', '.join(RULES)}")
+    if sr["rate_reference"] not in RATE_REFERENCES:
+        raise ValueError(f"unknown rate reference {sr['rate_reference']!r}; choose one of: "
+                         f"{', '.join(RATE_REFERENCES)}")
+    if not isinstance(sr["window"], int) or sr["window"] < 1:
+        raise ValueError(f"window must be an integer >= 1, got {sr['window']!r}")
+    return sr
+
+
+def _check_fraction(name: str, value, low_open=True) -> None:
+    ok = (0 < value <= 1) if low_open else (0 <= value < 1)
+    if not ok:
+        raise ValueError(f"{name} must be in {'(0, 1]' if low_open else '[0, 1)'}, got {value!r}")
+
+
+def _core(spec: RunSpec, profile: Profile):
+    from .pruning.selection import CRITERIA
+
+    if spec.target_macs is not None and spec.channel_ratio is not None:
+        raise ValueError("give one of --target-macs and --channel-ratio, not both")
+    if spec.channel_ratio is not None:
+        if not 0 < spec.channel_ratio < 1:
+            raise ValueError(f"channel ratio must be in (0, 1), got {spec.channel_ratio!r}")
+        target = {"channel_ratio": spec.channel_ratio}
+    else:
+        macs = CORE_DEFAULTS["target_macs"] if spec.target_macs is None else spec.target_macs
+        _check_fraction("target MACs", macs)
+        target = {"macs": macs}
+    criterion = spec.criterion or CORE_DEFAULTS["criterion"]
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+    options = {"target": target, "criterion": criterion}
+    if criterion == "taylor":
+        cb = spec.calibration_batches or CORE_DEFAULTS["calibration_batches"]
+        if cb < 1:
+            raise ValueError(f"calibration batches must be >= 1, got {cb!r}")
+        options["calibration_batches"] = cb
+    if spec.method != "single-step":
+        options["decay_steps"] = _decay_steps(spec.decay_steps or profile.decay_steps)
+        phase = CORE_DEFAULTS["prune_phase"] if spec.prune_phase is None else spec.prune_phase
+        _check_fraction("prune phase", phase)
+        options["prune_phase"] = phase
+    return profile, _epochs(profile.finetune, spec), asdict(profile.dense), options, None
+
+
+def _decay_steps(n) -> int:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"decay steps (N) must be an integer >= 1, got {n!r}")
+    return n
+
+
+def _depgraph(spec: RunSpec, profile: Profile):
+    from .hosts.recipes import depgraph_recipe
+
+    sl = True if spec.sparse_learning is None else spec.sparse_learning
+    recipe = depgraph_recipe(profile, sl, spec.model)
+    if spec.speedup is not None:
+        if spec.speedup <= 1:
+            raise ValueError(f"speed-up must be > 1, got {spec.speedup!r}")
+        recipe = replace(recipe, speedup=spec.speedup)
+    if spec.decay_steps is not None:
+        recipe = replace(recipe, decay_steps=_decay_steps(spec.decay_steps))
+    if spec.prune_phase is not None:
+        _check_fraction("prune phase", spec.prune_phase)
+        recipe = replace(recipe, prune_phase=spec.prune_phase)
+    recipe = replace(recipe, finetune=_epochs(recipe.finetune, spec))
+    profile = profile.with_(model=recipe.model)
+    options = recipe.to_dict()
+    options.pop("finetune")
+    options.pop("model")
+    if spec.method == "host":  # the host removes at once: N and rounds do not enter
+        options.pop("decay_steps")
+        options.pop("prune_phase")
+    return profile, recipe.finetune, asdict(profile.dense), options, recipe
+
+
+def _otov2(spec: RunSpec, profile: Profile):
+    from .hosts.recipes import otov2_recipe
+
+    default_model = None if profile.name == "paper" else profile.model
+    recipe = otov2_recipe(profile, spec.model or default_model, spec.target_sparsity)
+    if not 0 < recipe.target_sparsity < 1:
+        raise ValueError(f"target sparsity must be in (0, 1), got {recipe.target_sparsity!r}")
+    if spec.decay_steps is not None:  # also ends DHSPG's projections N steps before the end
+        recipe = replace(recipe, decay_steps=_decay_steps(spec.decay_steps))
+    recipe = replace(recipe, train=_epochs(recipe.train, spec))
+    profile = profile.with_(model=recipe.model, batch_size=recipe.batch_size or profile.batch_size)
+    options = recipe.to_dict()
+    options.pop("train")
+    options.pop("model")
+    dense = asdict(profile.dense) if recipe.from_dense else None
+    return profile, recipe.train, dense, options, recipe
+
+
+def config_hash(config: dict) -> str:
+    """12 hex digits of the sha256 of the canonical JSON of ``config``."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def comparable_id(config: dict) -> str:
+    """The hash of a configuration without its seed: runs with equal ``comparable_id`` differ
+    only in the seed, and only such runs are pooled into one mean."""
+    return config_hash({k: v for k, v in config.items() if k != "seed"})
+
+
+def canonical(config: dict) -> dict:
+    """``config`` as it reads back from JSON (tuples become lists), for equality checks."""
+    return json.loads(json.dumps(config, default=str))
+
+
+def grid(base: RunSpec | None = None, **axes) -> list[RunSpec]:
+    """The Cartesian product of ``axes`` (``field=[values]``) over ``base``, seeds varying
+    fastest-last, e.g. ``grid(RunSpec(method="dpm"), t_rate=[0.1, 0.5], seed=[0, 1, 2])``."""
+    base = base or RunSpec()
+    for name in axes:
+        if name not in FIELDS:
+            raise ValueError(f"unknown run field {name!r}; choose from: {', '.join(FIELDS)}")
+    names = list(axes)
+    return [base.replace(**dict(zip(names, values)))
+            for values in itertools.product(*(list(axes[n]) for n in names))]
+
+
+def describe(config: dict) -> dict:
+    """The knobs of a configuration as flat, readable columns (for tables and legends)."""
+    o = config.get("options", {})
+    target = o.get("target", {})
+    if "macs" in target:
+        tgt = f"MACs {target['macs']}"
+    elif "channel_ratio" in target:
+        tgt = f"ratio {target['channel_ratio']}"
+    elif "speedup" in o:
+        tgt = f"{o['speedup']}x" + ("" if o.get("sparse_learning") else " w/o SL")
+    elif "target_sparsity" in o:
+        tgt = f"GS {o['target_sparsity']}"
+    else:
+        tgt = "-"
+    sr = o.get("self_rectifying") or {}
+    return {"host": config["host"], "method": config["method"], "model": config["model"],
+            "dataset": config["data"]["dataset"], "target": tgt,
+            "criterion": o.get("criterion", config["host"]),
+            "N": o.get("decay_steps"), "epochs": config["train"]["epochs"],
+            "val_fraction": config["data"]["val_fraction"],
+            **{k: sr.get(k) for k in SR_DEFAULTS}}

@@ -1,0 +1,37 @@
+"""Outputs go under $DPM_LAB_HOME (default: the working directory), never into the package,
+and never into the committed reference folders."""
+from pathlib import Path
+
+import dpm_lab
+from dpm_lab import paths
+from dpm_lab.config import get_profile
+from dpm_lab.experiments import train_dense
+
+
+def test_outputs_follow_dpm_lab_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
+    assert paths.results_dir() == tmp_path / "home" / "results"
+    assert paths.runs_dir() == tmp_path / "home" / "runs"
+    assert paths.figures_dir() == tmp_path / "home" / "figures"
+    monkeypatch.delenv("DPM_LAB_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert paths.results_dir() == tmp_path / "results"
+
+
+def test_a_run_writes_only_under_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
+    package = Path(dpm_lab.__file__).parent
+    before = sorted(package.rglob("*"))
+    profile = get_profile("smoke").with_(dataset="synthetic")
+    _, record = train_dense(profile, 0, device="cpu", progress=False)
+    assert Path(record["checkpoint"]).is_relative_to(tmp_path / "home" / "runs")
+    assert list((tmp_path / "home" / "results").rglob("*.json"))
+    assert sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts) == \
+        [p for p in before if "__pycache__" not in p.parts]
+
+
+def test_reference_folder_is_found_from_a_subfolder(monkeypatch):
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo / "notebooks")
+    assert paths.reference_dir("results") == repo / "results" / "reference"
+    assert paths.reference_dir("figures") == repo / "figures" / "reference"
