@@ -21,7 +21,6 @@ torchvision DataLoaders for them, which the engine accepts as well.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -7,12 +7,13 @@ from dpm_lab.models import get_model
 
 
 class Interrupt(Hook):
-    """Simulates a crash right after the checkpoint of epoch ``at`` was written."""
+    """Simulates a crash right after the checkpoint of epoch ``at`` (1-based) was written: it
+    raises at the first step of the next epoch (``at = -1``: never)."""
 
     def __init__(self, at):
         self.at = at
 
-    def on_epoch_end(self, state):
+    def before_step(self, state):
         if state.epoch == self.at:
             raise KeyboardInterrupt
 
@@ -32,6 +33,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tmp_path):
     part = _model()
     with pytest.raises(KeyboardInterrupt):
         fit(part, train, test, cfg, hooks=[Interrupt(at=2)], checkpoint=ck, seed=1, progress=False)
+    assert torch.load(ck, weights_only=False)["epoch"] == 2  # a real resume, from epoch 2 of 3
     resumed = _model(seed=123)  # a fresh process would start from a different init
     h_res = fit(resumed, train, test, cfg, hooks=[Interrupt(at=-1)], checkpoint=ck, resume=True,
                 seed=1, progress=False)

@@ -9,7 +9,7 @@ from dpm_lab.hosts import (DHSPG, ProgressiveSelector, SparseLearning, make_prun
                            progressive_prune, pruned_groups)
 from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model, input_size
-from dpm_lab.pruning import (PRUNED, RELEASED, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning,
+from dpm_lab.pruning import (PRUNED, RELEASED, ChannelGroups, SelfRectifying, SmoothPruning,
                              effective_macs_params, finalize, remove_channels)
 from conftest import calibrate_bn, randomize_bn
 

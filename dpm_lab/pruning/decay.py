@@ -93,11 +93,11 @@ class SmoothPruning(Hook):
         S = self.groups.num_structures
         self.groups.to(device)
         self.status = torch.zeros(S, dtype=torch.int8, device=device)
-        self.l_init = torch.zeros(S, device=device)
+        self.l_init = torch.zeros(S, device=device, dtype=self.groups.dtype)
         self.n_done = torch.zeros(S, dtype=torch.int64, device=device)
         self.pending = torch.zeros(S, dtype=torch.bool, device=device)
         if self.rectifier:
-            self.rectifier.reset(S, device)
+            self.rectifier.reset(S, device, self.groups.dtype)
 
     # ---- the hook ----
 

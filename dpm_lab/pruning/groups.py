@@ -133,15 +133,22 @@ class ChannelGroups:
         ``tensors``: ``None`` for the parameters themselves, ``"grad"`` for their gradients
         (missing gradients count as zero).
         """
+        dtype = self.dtype
         if tensors is None:
-            return self.reduce(lambda p: p.float().pow(2))
-        return self.reduce(lambda p: None if p.grad is None else p.grad.float().pow(2))
+            return self.reduce(lambda p: p.to(dtype).pow(2))
+        return self.reduce(lambda p: None if p.grad is None else p.grad.to(dtype).pow(2))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What per-structure sums accumulate in: the parameters' dtype, float32 at least (so a
+        float64 model's norms, and the invariants tested on them, are float64)."""
+        return torch.promote_types(self.entries[0].param.dtype, torch.float32)
 
     def reduce(self, fn) -> torch.Tensor:
         """Per structure, the sum of ``fn(param)`` (a tensor shaped like ``param``, or ``None`` to
         skip it) over the structure's slices: shape ``[S]``. One ``index_add_`` per parameter."""
-        device = self.entries[0].param.device
-        buf = torch.zeros(self.num_structures + 1, device=device)
+        device, dtype = self.entries[0].param.device, self.dtype
+        buf = torch.zeros(self.num_structures + 1, device=device, dtype=dtype)
         with torch.no_grad():
             for e in self.entries:
                 t = fn(e.param)
@@ -149,7 +156,7 @@ class ChannelGroups:
                     continue
                 if t.dim() > 1:
                     t = t.transpose(0, e.dim).reshape(t.shape[e.dim], -1).sum(1)
-                buf.index_add_(0, e.owner, t.float())
+                buf.index_add_(0, e.owner, t.to(dtype))
         return buf[:-1]
 
     @staticmethod
@@ -187,8 +194,9 @@ class ChannelGroups:
     def group_mean(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Per structure, the ``weight``-weighted mean of ``values`` over its group (``[S]``)."""
         n = len(self.groups)
-        sums = torch.zeros(n, device=values.device).index_add_(0, self.group_of, values * weight)
-        cnts = torch.zeros(n, device=values.device).index_add_(0, self.group_of, weight)
+        weight = weight.to(values.dtype)
+        sums = values.new_zeros(n).index_add_(0, self.group_of, values * weight)
+        cnts = values.new_zeros(n).index_add_(0, self.group_of, weight)
         return (sums / cnts.clamp_min(1e-12))[self.group_of]
 
     # ---- host-side helpers used at selection time ----

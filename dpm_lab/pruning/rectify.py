@@ -49,8 +49,9 @@ class SelfRectifying:
         return {"t_rate": self.t_rate, "t_len": self.t_len, "rule": self.rule,
                 "window": self.window, "rate_reference": self.rate_reference}
 
-    def reset(self, num_structures: int, device) -> None:
-        z = lambda dtype=torch.float32: torch.zeros(num_structures, device=device, dtype=dtype)  # noqa: E731
+    def reset(self, num_structures: int, device, dtype=torch.float32) -> None:
+        """Fresh per-structure state; ``dtype`` is the groups' accumulation dtype."""
+        z = lambda d=dtype: torch.zeros(num_structures, device=device, dtype=d)  # noqa: E731
         self.ema_rate, self.ema_len, self.count = z(), z(), z(torch.int64)
         self.pending = z(torch.bool)
         self.at_step, self.at_rate, self.at_len = z(torch.int64), z(), z()
@@ -72,7 +73,7 @@ class SelfRectifying:
         ref = step_len if self.rate_reference == "decay_step" else norm_prev
         c_rate = (norm_now - norm_prev) / ref.clamp_min(1e-12)
         beta = 1.0 - 1.0 / self.window
-        d = decaying.float()
+        d = decaying.to(c_rate.dtype)
         self.ema_rate = torch.lerp(self.ema_rate, c_rate, (1 - beta) * d)
         self.ema_len = torch.lerp(self.ema_len, c_len, (1 - beta) * d)
         self.count += decaying
