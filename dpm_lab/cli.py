@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
-from .config import PROFILE_NAMES, get_profile
+from .config import PROFILE_NAMES, SCHEDULES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
 from .pruning.rectify import RATE_REFERENCES, RULES
-from .runspec import HOSTS, METHODS, RunSpec
+from .runspec import HOSTS, METHODS, RECIPE_FIELDS, RunSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +67,16 @@ RUN_OPTIONS = [
     (("--data",), "dataset", dict(choices=DATASET_NAMES, help="override the profile's dataset")),
     (("--epochs",), "epochs", dict(type=_positive_int, help="epochs of the pruning phase "
                                    "(fine-tuning; OTOv2's DHSPG run); milestones scale with it")),
+    (("--lr",), "lr", dict(type=_number(float, lambda v: v > 0, "a number > 0"),
+                           help="learning rate of the pruning phase (default: the recipe's)")),
+    (("--schedule",), "schedule", dict(choices=SCHEDULES, help="learning-rate schedule of the "
+                                                             "pruning phase")),
+    (("--nesterov",), "nesterov", dict(type=_on_off, help="Nesterov momentum: on or off")),
+    (("--label-smoothing",), "label_smoothing",
+     dict(type=_val_fraction, help="label smoothing of the pruning phase, in [0, 1)")),
+    (("--weight-decay",), "weight_decay",
+     dict(type=_number(float, lambda v: v >= 0, "a number >= 0"), help="weight decay of the "
+                                                                       "pruning phase")),
     (("--val-fraction",), "val_fraction",
      dict(type=_val_fraction, help="hold out this fraction of the training split for "
                                    "validation (default: the profile's, 0)")),
@@ -130,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dense epochs (default: the profile's); milestones scale with it")
     train.add_argument("--val-fraction", type=_val_fraction, default=None,
                        help="hold out this fraction of the training split for validation")
+    for flags, dest, kw in RUN_OPTIONS:
+        if dest in RECIPE_FIELDS:
+            train.add_argument(*flags, dest=dest, default=None,
+                               **{**kw, "help": kw["help"].replace("pruning phase", "dense run")})
     train.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
 
     run = sub.add_parser("run", help="dense (reused) -> prune with a method -> train -> record")
@@ -200,8 +215,9 @@ def _dispatch(args) -> int:
         profile = get_profile(args.profile)
         changes = {k: v for k, v in (("model", args.model), ("dataset", args.data),
                                      ("val_fraction", args.val_fraction)) if v is not None}
-        if args.epochs is not None:
-            changes["dense"] = profile.dense.with_epochs(args.epochs)
+        dense = profile.dense if args.epochs is None else profile.dense.with_epochs(args.epochs)
+        recipe = {k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None}
+        changes["dense"] = replace(dense, **recipe)
         _, record = experiments.train_dense(profile.with_(**changes), args.seed, **common)
     else:
         record = experiments.run(RunSpec(profile=args.profile, **_spec_fields(args)), **common)

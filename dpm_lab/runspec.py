@@ -39,7 +39,9 @@ class RunSpec:
     Every other field left ``None`` takes the profile's or the recipe's value.
 
     ``epochs`` sets the pruning phase's training (fine-tuning; OTOv2's one DHSPG run), scaling
-    multistep milestones with it. ``val_fraction`` holds out that part of the training split.
+    multistep milestones with it; ``lr``, ``schedule``, ``nesterov``, ``label_smoothing`` and
+    ``weight_decay`` override the same phase's recipe. ``val_fraction`` holds out that part of
+    the training split.
     """
 
     host: str = "core"
@@ -49,6 +51,11 @@ class RunSpec:
     model: str | None = None
     dataset: str | None = None
     epochs: int | None = None
+    lr: float | None = None
+    schedule: str | None = None
+    nesterov: bool | None = None
+    label_smoothing: float | None = None
+    weight_decay: float | None = None
     val_fraction: float | None = None
     # core selection
     target_macs: float | None = None
@@ -172,8 +179,14 @@ def dense_config(profile: Profile, seed: int) -> dict:
             "data": data_config(profile), "train": asdict(profile.dense)}
 
 
+RECIPE_FIELDS = ("lr", "schedule", "nesterov", "label_smoothing", "weight_decay")
+
+
 def _epochs(train, spec: RunSpec):
-    return train if spec.epochs is None else train.with_epochs(spec.epochs)
+    """The pruning phase's TrainConfig with the spec's recipe overrides (validated again)."""
+    train = train if spec.epochs is None else train.with_epochs(spec.epochs)
+    changes = {k: getattr(spec, k) for k in RECIPE_FIELDS if getattr(spec, k) is not None}
+    return replace(train, **changes) if changes else train
 
 
 def _self_rectifying(spec: RunSpec) -> dict:

@@ -89,16 +89,44 @@ def test_norm_follows_schedule_and_reaches_exact_zero_at_N():
     model, groups, pruner = _setup(N=4, dtype=torch.float64)
     run = Stepper(model, dtype=torch.float64)
     ids = _block_group_ids(groups)
-    l_init = groups.squared_norms().sqrt()[ids].clone()
+    l_init = pruner.norms()[ids].clone()
     pruner.start_decay(ids, run.opt)  # application 1 at selection
-    norms = [groups.squared_norms().sqrt()[ids].clone()]
+    norms = [pruner.norms()[ids].clone()]
     for _ in range(3):                # applications 2..4 after the next optimiser steps
         run.step(pruner)
-        norms.append(groups.squared_norms().sqrt()[ids].clone())
+        norms.append(pruner.norms()[ids].clone())
     for n, got in enumerate(norms, start=1):
         assert torch.allclose(got, l_init * (4 - n) / 4, rtol=1e-12, atol=0), n
     assert all((t == 0).all() for s in ids for t in _structure_slices(groups, s))
     assert (pruner.status[ids] == PRUNED).all()
+
+
+@pytest.mark.parametrize("scope", ["producer", "group"])
+def test_structures_that_share_entries_follow_the_schedule(scope):
+    """layer1.0.conv2's weight W[r, c]: row r belongs to the stage-1 residual group, column c to
+    layer1.0.conv1's group. Decaying both together, the producer scope scales every entry by one
+    owner and both follow (N − n)/N · L_init exactly; the whole-group scope scales the shared
+    entries twice and drags both structures below the schedule (the earlier defect)."""
+    model, groups, pruner = _setup(N=4, dtype=torch.float64, scope=scope)
+    run = Stepper(model, dtype=torch.float64)
+    rows = _block_group_ids(groups, "conv1", k=4)            # the stage-1 residual group
+    cols = _block_group_ids(groups, "layer1.0.conv1", k=4)
+    w = model.get_submodule("layer1.0.conv2").weight
+    assert {int(e.owner[0]) for e in groups.entries if e.param is w} == {int(rows[0]), int(cols[0])}
+    ids = torch.cat([rows, cols])
+    l_init = pruner.norms()[ids].clone()
+    pruner.start_decay(ids, run.opt)
+    gaps = []
+    for n in range(2, 4):
+        run.step(pruner)
+        gaps.append((pruner.norms()[ids] - l_init * (4 - n) / 4).abs().max().item())
+    if scope == "producer":
+        assert max(gaps) <= 1e-12 * l_init.max().item()
+    else:
+        assert min(gaps) > 1e-3 * l_init.min().item()
+    run.step(pruner)
+    assert (pruner.status[ids] == PRUNED).all()
+    assert all((t == 0).all() for s in ids for t in _structure_slices(groups, s))
 
 
 def test_no_revival_by_momentum_or_weight_decay():
@@ -127,11 +155,11 @@ def test_groups_selected_at_different_times_decay_independently():
     pruner.start_decay(a, run.opt)
     run.step(pruner)
     run.step(pruner)
-    b_init = groups.squared_norms().sqrt()[b].clone()
+    b_init = pruner.norms()[b].clone()
     pruner.start_decay(b, run.opt)
     run.step(pruner)  # a: 4th application -> zero; b: 2nd
     assert (pruner.status[a] == PRUNED).all() and (pruner.status[b] == DECAYING).all()
-    assert torch.allclose(groups.squared_norms().sqrt()[b], b_init * 2 / 4, rtol=1e-12, atol=0)
+    assert torch.allclose(pruner.norms()[b], b_init * 2 / 4, rtol=1e-12, atol=0)
     run.step(pruner)
     run.step(pruner)
     assert (pruner.status[b] == PRUNED).all()

@@ -12,9 +12,16 @@ Zero structures are multiplied by 0 after every step, and their optimiser buffer
 Adam moments) too, so neither momentum nor weight decay can revive them. Decaying structures keep
 non-zero weights until their last step, which is what lets Self-Rectifying see their gradients.
 
-When two decaying structures share weight entries (a conv's output row in one group, input
-column in another) the shared entries get both factors, so the pinned norm is exact only up to that
-overlap; the final zero is always exact.
+What decays (``scope``, our choice): by default (``"producer"``) the slices that *make* the
+channel: conv/linear output rows and biases and the BN's γ and β. The consumers' input columns
+are left alone while the channel fades (they multiply its output, which shrinks with the factor)
+and are zeroed with it at the N-th step. Each weight entry is then scaled by one structure only:
+a conv entry W[r, c] belongs to row r's structure while decaying, never also to column c's, so
+every structure's norm follows (N − n)/N · L_init exactly, also when structures that share
+entries decay together, and a channel's output fades linearly in the factor, as under OTOv2's
+projection. ``scope="group"`` scales every slice of the dependency group, consumer columns
+included (the earlier behaviour): an entry shared by two decaying structures then gets both
+factors, its structures fall below the schedule, and the channel's function fades as f².
 
 By default the hook also owns *when and what* to select: ``rounds`` (optimiser-step counts;
 0 = at fit start) at which :func:`select` tops the selection up to ``target``, given the importance
@@ -37,6 +44,7 @@ from .rectify import SelfRectifying
 from .selection import ChannelRatio, MacsTarget, make_importance, scores, select
 
 FREE, DECAYING, PRUNED, RELEASED = 0, 1, 2, 3
+SCOPES = ("producer", "group")
 
 
 class SmoothPruning(Hook):
@@ -46,6 +54,7 @@ class SmoothPruning(Hook):
     :class:`MacsTarget`. ``decay_steps``: N. ``criterion``: importance name (see
     ``selection.CRITERIA``). ``rounds``: optimiser-step counts at which to (re)select.
     ``trace=True`` keeps every structure's norm after every step (for plots; costs memory).
+    ``scope``: ``"producer"`` (default) or ``"group"``: which slices decay (module docstring).
     ``selector(pruner, step) -> ids``: the host's choice at a round, instead of :func:`select`
     (then ``target`` must be ``None``: the host owns the target).
     ``release_until``: Self-Rectifying may release only before this optimiser step (default: the
@@ -60,19 +69,23 @@ class SmoothPruning(Hook):
     def __init__(self, groups: ChannelGroups, target: ChannelRatio | MacsTarget | None,
                  decay_steps: int, criterion: str = "l2", rounds: Sequence[int] = (0,),
                  rectifier: SelfRectifying | None = None, input_size=(1, 3, 32, 32),
-                 trace: bool = False, selector=None, release_until: int | None = None):
+                 trace: bool = False, selector=None, release_until: int | None = None,
+                 scope: str = "producer"):
         if not isinstance(decay_steps, int) or decay_steps < 1:
             raise ValueError(f"decay_steps (N) must be an integer >= 1, got {decay_steps!r}")
         if any(r < 0 for r in rounds) or (not rounds and release_until is None):
             raise ValueError(f"rounds must be a list of steps >= 0 (empty only with "
                              f"release_until), got {rounds!r}")
+        if scope not in SCOPES:
+            raise ValueError(f"unknown decay scope {scope!r}; choose one of: {', '.join(SCOPES)}")
         if selector is not None and target is not None:
             raise ValueError("give a target or a selector, not both: with a selector the host "
                              "decides what each round selects (pass target=None)")
         if selector is None and target is None and rounds:
             raise ValueError("selection rounds need a target (ChannelRatio or MacsTarget) or a "
                              "host's selector")
-        self.groups, self.target, self.decay_steps = groups, target, decay_steps
+        self.groups, self.target, self.decay_steps, self.scope = groups, target, decay_steps, scope
+        self.entries = groups.producer_entries() if scope == "producer" else None
         self.criterion, self.importance = criterion, make_importance(criterion)
         self.rounds = sorted(set(int(r) for r in rounds))
         self.release_until = self.rounds[-1] if release_until is None else release_until
@@ -143,7 +156,7 @@ class SmoothPruning(Hook):
         """Begin decaying structures ``ids`` now: record L_init and apply the first step."""
         only = torch.zeros_like(self.status, dtype=torch.bool)
         only[ids] = True
-        self._begin(only, self.groups.squared_norms().sqrt())
+        self._begin(only, self.norms())
         self._apply(optimizer, only=only)
 
     def request(self, mask: torch.Tensor) -> None:
@@ -163,10 +176,14 @@ class SmoothPruning(Hook):
         if self.rectifier:
             self.rectifier.on_select(mask)
 
+    def norms(self) -> torch.Tensor:
+        """``[S]``: every structure's norm over the slices that decay (its ``scope``)."""
+        return self.groups.squared_norms(entries=self.entries).sqrt()
+
     def _apply(self, optimizer, step: int = 0, release_allowed: bool = False, only=None) -> None:
         """One decay application to the decaying structures (all, or those in ``only``)."""
         N = self.decay_steps
-        norm = self.groups.squared_norms().sqrt()
+        norm = self.norms()
         decaying = self.status == DECAYING
         if only is not None:
             decaying &= only
@@ -174,7 +191,7 @@ class SmoothPruning(Hook):
             prev = self.l_init * (N - self.n_done) / N      # the norm we pinned one step ago
             live = self.status != PRUNED
             release = self.rectifier.releases(self.groups, decaying, live, norm, prev,
-                                              self.l_init / N, step)
+                                              self.l_init / N, step, self.entries)
             self.status = torch.where(release, RELEASED, self.status)  # no mask indexing: no sync
             decaying &= ~release
         if only is None:  # structures a host requested since the last step begin now
@@ -190,9 +207,11 @@ class SmoothPruning(Hook):
         self.n_done = n_new
         pruned = self.status == PRUNED
         factor = torch.where(pruned, torch.zeros_like(factor), factor)
-        self.groups.scale_(factor, (~pruned).float(), optimizer)
+        keep = (~pruned).to(factor.dtype)
+        self.groups.scale_(factor, keep, optimizer,
+                           consumer_factor=keep if self.scope == "producer" else None)
         if self.trace:
-            self.norm_trace.append(self.groups.squared_norms().sqrt())
+            self.norm_trace.append(self.norms())
 
     # ---- inspection ----
 
@@ -215,7 +234,7 @@ class SmoothPruning(Hook):
     def schedule(self) -> dict:
         """What a result record keeps of the decay: N, rounds and what each selected."""
         target = None if self.target is None else {type(self.target).__name__: vars(self.target)}
-        return {"decay_steps": self.decay_steps, "criterion": self.criterion,
+        return {"decay_steps": self.decay_steps, "criterion": self.criterion, "scope": self.scope,
                 "rounds": self.round_log, "target": target,
                 "rectifier": self.rectifier.config() if self.rectifier else None}
 

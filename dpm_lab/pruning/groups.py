@@ -39,6 +39,13 @@ class _Entry:
     param: nn.Parameter
     dim: int                  # 0: output rows; 1: input columns
     owner: torch.Tensor       # long [param.shape[dim]], values in 0..S (S = none)
+    bn: bool = False          # a normalisation layer's γ or β (the channel's scale)
+
+    @property
+    def producer(self) -> bool:
+        """Output rows, biases and BN γ/β: the slices that make the channel. The consumers'
+        input columns (``dim == 1``) only read it."""
+        return self.dim == 0
 
 
 def output_layer(model: nn.Module) -> nn.Module:
@@ -104,7 +111,8 @@ class ChannelGroups:
                 for p, dim in slices:
                     key = (id(p), dim)
                     if key not in entries:
-                        entries[key] = _Entry(p, dim, torch.full((p.shape[dim],), -1, dtype=torch.long))
+                        entries[key] = _Entry(p, dim, torch.full((p.shape[dim],), -1, dtype=torch.long),
+                                              bn=isinstance(module, _BatchNorm))
                     owner = entries[key].owner
                     clash = (owner[idxs] >= 0) & (owner[idxs] != structure)
                     if clash.any():
@@ -118,6 +126,9 @@ class ChannelGroups:
             e.owner[e.owner < 0] = offset
         self.group_of = torch.repeat_interleave(torch.arange(len(self.groups)),
                                                 torch.tensor([g.size for g in self.groups]))
+        # structures whose scale lives in a BN (γ, β): train-mode BN makes their filters'
+        # norms scale-invariant, so scale-free signals read the BN slices instead
+        self.has_bn = self.reduce(lambda p: torch.ones_like(p), self.bn_entries()) > 0
 
     # ---- vectorised per-structure operations (no loop over channels, no host sync) ----
 
@@ -125,18 +136,26 @@ class ChannelGroups:
         for e in self.entries:
             e.owner = e.owner.to(device)
         self.group_of = self.group_of.to(device)
+        self.has_bn = self.has_bn.to(device)
         return self
 
-    def squared_norms(self, tensors=None) -> torch.Tensor:
+    def producer_entries(self) -> list[_Entry]:
+        return [e for e in self.entries if e.producer]
+
+    def bn_entries(self) -> list[_Entry]:
+        return [e for e in self.entries if e.bn]
+
+    def squared_norms(self, tensors=None, entries=None) -> torch.Tensor:
         """Squared L2 norm of every structure, shape ``[S]``.
 
         ``tensors``: ``None`` for the parameters themselves, ``"grad"`` for their gradients
-        (missing gradients count as zero).
+        (missing gradients count as zero). ``entries``: only these slices (default: all), e.g.
+        :meth:`producer_entries`.
         """
         dtype = self.dtype
         if tensors is None:
-            return self.reduce(lambda p: p.to(dtype).pow(2))
-        return self.reduce(lambda p: None if p.grad is None else p.grad.to(dtype).pow(2))
+            return self.reduce(lambda p: p.to(dtype).pow(2), entries)
+        return self.reduce(lambda p: None if p.grad is None else p.grad.to(dtype).pow(2), entries)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -144,13 +163,14 @@ class ChannelGroups:
         float64 model's norms, and the invariants tested on them, are float64)."""
         return torch.promote_types(self.entries[0].param.dtype, torch.float32)
 
-    def reduce(self, fn) -> torch.Tensor:
+    def reduce(self, fn, entries=None) -> torch.Tensor:
         """Per structure, the sum of ``fn(param)`` (a tensor shaped like ``param``, or ``None`` to
-        skip it) over the structure's slices: shape ``[S]``. One ``index_add_`` per parameter."""
+        skip it) over the structure's slices (of ``entries``, default all): shape ``[S]``. One
+        ``index_add_`` per parameter."""
         device, dtype = self.entries[0].param.device, self.dtype
         buf = torch.zeros(self.num_structures + 1, device=device, dtype=dtype)
         with torch.no_grad():
-            for e in self.entries:
+            for e in self.entries if entries is None else entries:
                 t = fn(e.param)
                 if t is None:
                     continue
@@ -173,18 +193,22 @@ class ChannelGroups:
         return padded[entry.owner].view(shape)
 
     def scale_(self, factor: torch.Tensor, optimizer_state_mask: torch.Tensor | None = None,
-               optimizer: torch.optim.Optimizer | None = None) -> None:
+               optimizer: torch.optim.Optimizer | None = None,
+               consumer_factor: torch.Tensor | None = None) -> None:
         """Multiply every structure's slices by ``factor[structure]`` in place (``[S]``).
 
-        With ``optimizer`` and ``optimizer_state_mask``, the optimiser's per-parameter buffers
-        (momentum, Adam moments) are multiplied by the mask too, so they cannot revive a slice.
+        ``consumer_factor``: a different factor for the consumers' input columns (default: the
+        same). With ``optimizer`` and ``optimizer_state_mask``, the optimiser's per-parameter
+        buffers (momentum, Adam moments) are multiplied by the mask too, so they cannot revive
+        a slice.
         """
         f = self.pad(factor)
+        fc = f if consumer_factor is None else self.pad(consumer_factor)
         mask = None if optimizer_state_mask is None else self.pad(optimizer_state_mask)
         with torch.no_grad():
             for e in self.entries:
                 p = e.param
-                p.mul_(self.expand(f, e).to(p.dtype))
+                p.mul_(self.expand(f if e.producer else fc, e).to(p.dtype))
                 if mask is not None and optimizer is not None:
                     m = self.expand(mask, e)
                     for buf in optimizer.state.get(p, {}).values():

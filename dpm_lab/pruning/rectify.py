@@ -4,11 +4,21 @@ Two signals per decaying structure i, computed from what the step already produc
 paper (Yang et al., arXiv:2406.03879) names the two signals, an escape rate and a gradient
 length; its exact formulas were not available to us, so these are our reading:
 
-- ``C_rate`` — the *escape rate*: how much the optimiser step tried to grow the structure,
-  (‖x̃_i‖ − ‖x_i‖) / ref. ``rate_reference="decay_step"`` (default) divides by the decay step
-  L_init/N, so C_rate = 1 means the optimiser undoes a whole decay step per iteration; this keeps
-  the signal on one scale through the decay (dividing by ‖x_i‖, ``"norm"``, makes every structure
-  look resistant near the end, when ‖x_i‖ → 0 and any gradient noise is large relative to it).
+- ``C_rate`` — the *escape rate*: does the optimiser push the structure outward, against the
+  decay? ``rate_reference`` picks how it is measured:
+
+  - ``"gradient"`` (scale-free): the cosine between the negative loss gradient and the
+    structure's weights, cos(−∇_i, x_i) in [−1, 1]; +1 means the loss pushes straight outward.
+    It reads the slices that carry the channel's scale: the BN's γ and β when the structure has
+    a BN (train-mode BN makes a filter's norm scale-invariant, so the loss gradient of a filter
+    is orthogonal to it and says nothing about growth), else the producer slices. It does not
+    depend on the learning rate, N, L_init or the layer's scale, so one T_rate means the same
+    everywhere.
+  - ``"decay_step"``: (‖x̃_i‖ − ‖x_i‖) / (L_init/N), the norm the optimiser step tried to add, in
+    decay steps; proportional to lr·N/L_init, so a threshold does not carry over across N,
+    learning rate or layer (kept as an option, the earlier default).
+  - ``"norm"``: the same growth relative to the current norm, which makes every structure look
+    resistant as its norm approaches zero.
 - ``C_len`` — the *gradient length*: ‖∇_i‖ divided by the mean ‖∇_j‖ over the live structures of
   the same dependency group (same layers, so same slice sizes).
 
@@ -27,7 +37,22 @@ from __future__ import annotations
 import torch
 
 RULES = ("all", "any")
-RATE_REFERENCES = ("decay_step", "norm")
+RATE_REFERENCES = ("gradient", "decay_step", "norm")
+
+
+def radial_cosine(groups, entries=None) -> torch.Tensor:
+    """``[S]``: cos(−∇_i, x_i) over each structure's scale slices: its BN's γ and β when it has a
+    BN, else its slices among ``entries`` (default: all). Zero where either vector is zero."""
+    def stats(subset):
+        inner = groups.reduce(lambda p: None if p.grad is None else -(p.grad * p), subset)
+        gg = groups.squared_norms("grad", subset)
+        xx = groups.squared_norms(None, subset)
+        return inner / (gg * xx).sqrt().clamp_min(1e-30)
+
+    bn = groups.bn_entries()
+    if not bn:
+        return stats(entries)
+    return torch.where(groups.has_bn, stats(bn), stats(entries))
 
 
 class SelfRectifying:
@@ -43,7 +68,9 @@ class SelfRectifying:
         self.t_rate, self.t_len, self.rule, self.window = t_rate, t_len, rule, window
         self.rate_reference, self.record = rate_reference, record
         self.log: list[dict] = []       # one dict per release, filled at flush()
-        self.trace: list[torch.Tensor] = []  # per step [3, S]: (C_rate, C_len, decaying) when record
+        # with record, per step [5, S]: smoothed C_rate, C_len (decaying structures), decaying,
+        # and the raw C_rate, C_len of every structure (for diagnosis against non-selected ones)
+        self.trace: list[torch.Tensor] = []
 
     def config(self) -> dict:
         return {"t_rate": self.t_rate, "t_len": self.t_len, "rule": self.rule,
@@ -66,12 +93,20 @@ class SelfRectifying:
         self.ema_len = torch.where(mask, 0.0, self.ema_len)
         self.count = torch.where(mask, 0, self.count)
 
-    def releases(self, groups, decaying, live, norm_now, norm_prev, step_len, step: int):
-        """Bool ``[S]``: the decaying structures to release at this step."""
-        grad = groups.squared_norms("grad").sqrt()
-        c_len = grad / groups.group_mean(grad, live.float()).clamp_min(1e-12)
+    def signals(self, groups, norm_now, norm_prev, step_len, live, entries=None):
+        """This step's raw ``(C_rate, C_len)`` of every structure, each ``[S]``. ``entries``: the
+        slices that decay (C_len and the non-BN C_rate read those)."""
+        grad = groups.squared_norms("grad", entries).sqrt()
+        c_len = grad / groups.group_mean(grad, live.to(grad.dtype)).clamp_min(1e-12)
+        if self.rate_reference == "gradient":
+            return radial_cosine(groups, entries), c_len
         ref = step_len if self.rate_reference == "decay_step" else norm_prev
-        c_rate = (norm_now - norm_prev) / ref.clamp_min(1e-12)
+        return (norm_now - norm_prev) / ref.clamp_min(1e-12), c_len
+
+    def releases(self, groups, decaying, live, norm_now, norm_prev, step_len, step: int,
+                 entries=None):
+        """Bool ``[S]``: the decaying structures to release at this step."""
+        c_rate, c_len = self.signals(groups, norm_now, norm_prev, step_len, live, entries)
         beta = 1.0 - 1.0 / self.window
         d = decaying.to(c_rate.dtype)
         self.ema_rate = torch.lerp(self.ema_rate, c_rate, (1 - beta) * d)
@@ -86,8 +121,8 @@ class SelfRectifying:
         self.at_step = torch.where(release, step, self.at_step)
         self.at_rate = torch.where(release, rate, self.at_rate)
         self.at_len = torch.where(release, length, self.at_len)
-        if self.record:
-            self.trace.append(torch.stack([rate, length, decaying.float()]))
+        if self.record:  # smoothed (decaying only), the mask, and the raw signals of all
+            self.trace.append(torch.stack([rate, length, decaying.to(rate.dtype), c_rate, c_len]))
         return release
 
     def flush(self, groups) -> list[dict]:
