@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from .config import PROFILE_NAMES, SCHEDULES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
+from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
 from .pruning.rectify import RATE_REFERENCES, RULES
@@ -111,6 +112,15 @@ RUN_OPTIONS = [
                                                          "(default: the recipe's)")),
     (("--target-sparsity",), "target_sparsity",
      dict(type=_open_fraction, help="otov2: target group sparsity (default: the recipe's)")),
+    (("--lasso-while-decaying",), "lasso_while_decaying",
+     dict(type=_on_off, help="otov2 sp/dpm: decaying groups keep DHSPG's group-lasso term "
+                             "(on, OTOv2's behaviour) or lose it (off, a deviation)")),
+    (("--l-init-at",), "l_init_at",
+     dict(choices=L_INIT_AT, help="otov2 sp/dpm: the decay starts from the norm at the "
+                                  "projection test (projection, default) or at the trial point")),
+    (("--released",), "released",
+     dict(choices=RELEASED_GROUPS, help="otov2 dpm: a released group stays in G_p (stay, "
+                                        "default), leaves it (leave) or is replaced (replace)")),
 ]
 
 
@@ -279,9 +289,15 @@ def _report(args) -> int:
     if not found:
         raise ValueError(f"no {args.profile}-profile pruning records under "
                          f"{source or '$DPM_LAB_HOME/results'}; run `sweep` or `run` first")
-    for name, table, path, notes in found:
-        print(f"== {name} ({args.profile}): mean ± std over seeds; figure {path}")
+    for name, table, path, notes, pairs in found:
+        figure = f"; figure {path}" if path else ""
+        print(f"== {name} ({args.profile}): mean ± std over seeds{figure}")
         for line in notes:
             print(f"   {line}")
         print(table.round(3).to_string(index=False))
+        if not pairs.empty:
+            print(f"-- {name}: paired differences of final top-1 over seeds, 95 % t-interval")
+            cols = ["comparison", "target", "seeds", "diff", "diff_std", "ci95_low", "ci95_high",
+                    "claim"]
+            print(pairs[cols].round(3).to_string(index=False))
     return 0

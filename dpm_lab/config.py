@@ -117,9 +117,14 @@ def _smoke() -> Profile:
 def _mini() -> Profile:
     # Minutes on a laptop CPU: ResNet-20 on the full slice (5438 train / 1017 test), batch 128
     # (42 steps per epoch). N = 2 epochs of steps.
+    # Dense recipe chosen on a 10 % validation split (seed 0; records in
+    # results/reference/mini/recipe-search): one-cycle, lr 0.2, Nesterov, label smoothing 0.1
+    # reached 74.9 % validation top-1, against 74.2 % (lr 0.4), 72.7 % (lr 0.1), 68.5 % (lr 0.05)
+    # and 66.6 % for the earlier cosine lr 0.1 without Nesterov or smoothing.
     return Profile(
         name="mini", dataset="cifar10-slice", model="resnet20", batch_size=128, decay_steps=84,
-        dense=TrainConfig(epochs=30, lr=0.1, schedule="cosine", weight_decay=5e-4),
+        dense=TrainConfig(epochs=30, lr=0.2, schedule="onecycle", nesterov=True,
+                          label_smoothing=0.1, weight_decay=5e-4),
         finetune=TrainConfig(epochs=15, lr=0.01, schedule="cosine", weight_decay=5e-4),
         notes="ResNet-20 on the CIFAR-10 slice; +-1.4 points sampling error per run")
 

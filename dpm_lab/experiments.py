@@ -33,7 +33,7 @@ from .models import get_model, input_size
 from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir
 from .pruning import (ChannelGroups, ChannelRatio, MacsTarget, SelfRectifying, SmoothPruning,
                       accumulate_gradients, effective_macs_params, finalize, remove_channels,
-                      save_pruned, single_step_prune)
+                      save_pruned, scores, single_step_prune)
 from .results import make_record, read_finished, write_record
 from .runspec import RunSpec, config_hash, dense_config, resolve
 
@@ -160,14 +160,18 @@ def sweep(specs, *, progress=None, **kwargs) -> list[dict]:
 def _decay_extra(pruner: SmoothPruning, model, size) -> dict:
     channels = pruner.groups.split(pruner.pruned_ids())
     eff_macs, eff_params = effective_macs_params(model, channels, size)
+    summary = pruner.rectifier.signal_summary(pruner.status) if pruner.rectifier else {}
     return dict(decay=pruner.schedule(), releases=pruner.release_log, effective_macs=eff_macs,
                 effective_params=eff_params, selected=len(pruner.pruned_ids()),
-                released=len(pruner.released_ids()))
+                released=len(pruner.released_ids()), sr_signals=summary)
 
 
-def _rectifier(config: dict) -> SelfRectifying | None:
+def _rectifier(config: dict, total_steps: int) -> SelfRectifying | None:
+    """The run's Self-Rectifying, recording its signals at about 1000 steps of the run so the
+    record can summarise them (recording changes no decision)."""
     sr = config["options"].get("self_rectifying")
-    return SelfRectifying(**sr) if sr else None
+    every = max(1, total_steps // 1000)
+    return SelfRectifying(**sr, record=True, record_every=every) if sr else None
 
 
 def _finish_decay(pruner, model, history, data, device, size, extra) -> tuple:
@@ -188,6 +192,7 @@ def _core(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
     target = (MacsTarget(o["target"]["macs"]) if "macs" in o["target"]
               else ChannelRatio(o["target"]["channel_ratio"]))
     groups = ChannelGroups(model, example_input(model, size))
+    dense_l2 = scores(groups, "l2")
     if "calibration_batches" in o:  # gradient criterion: gradients for the step-0 selection
         accumulate_gradients(model, data.train, o["calibration_batches"], device)
     extra: dict = {}
@@ -199,7 +204,7 @@ def _core(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
         total = res.train.epochs * len(data.train)
         rounds = selection_rounds(total, o["decay_steps"], o["prune_phase"])
         pruner = SmoothPruning(groups, target, o["decay_steps"], o["criterion"], rounds,
-                               _rectifier(c), size)
+                               _rectifier(c, total), size)
         hooks = [pruner]
     history = fit(model, data.train, data.test, res.train, hooks, checkpoint=run_dir / "finetune.ckpt",
                   resume=True, device=device, seed=seed, progress=progress, desc=c["method"],
@@ -207,8 +212,20 @@ def _core(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
     if c["method"] == "single-step":
         extra["history_tp"] = history_tp
     else:
+        if pruner.rectifier:
+            extra["importance_percentiles"] = _importance_percentiles(pruner, dense_l2)
         model, extra = _finish_decay(pruner, model, history, data, device, size, extra)
     return model, dense, history, extra
+
+
+def _importance_percentiles(pruner: SmoothPruning, dense_l2: torch.Tensor) -> dict:
+    """Where released and pruned structures stood in the dense model's L2 ranking (percentile,
+    0 = least important): does Self-Rectifying release what a magnitude ranking would keep?"""
+    rank = dense_l2.argsort().argsort().double() / max(len(dense_l2) - 1, 1) * 100
+    out = {}
+    for name, ids in (("released", pruner.released_ids()), ("pruned", pruner.pruned_ids())):
+        out[name] = float(rank[ids].mean()) if len(ids) else None
+    return out
 
 
 def _sparse_learning(res, model, data, *, runs_dir, device, progress) -> list[dict]:
@@ -263,7 +280,7 @@ def _depgraph(res, run_dir, *, results_dir, runs_dir, device, data_root, progres
     rounds = selection_rounds(total, recipe.decay_steps, recipe.prune_phase)
     groups = ChannelGroups(model, example_input(model, size))
     selector = ProgressiveSelector(pruner, groups, recipe.speedup, len(rounds), size)
-    sp = SmoothPruning(groups, None, recipe.decay_steps, "l2", rounds, _rectifier(c), size,
+    sp = SmoothPruning(groups, None, recipe.decay_steps, "l2", rounds, _rectifier(c, total), size,
                        selector=selector)
     history = fit(model, data.train, data.test, res.train, [sp], checkpoint=run_dir / "finetune.ckpt",
                   resume=True, device=device, seed=seed, progress=progress,
@@ -295,14 +312,18 @@ def _otov2(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
     sp = None
     if c["method"] != "host":  # releases allowed while projections still run
         sp = SmoothPruning(groups, None, recipe.decay_steps, "l2", rounds=(),
-                           rectifier=_rectifier(c), input_size=size,
+                           rectifier=_rectifier(c, total), input_size=size,
                            release_until=total - 2 * recipe.decay_steps)
+    # DHSPG as OTOv2 defines it for the host; with DPM the projections stop N steps before the
+    # end (so every decay finishes) and the deviations the recipe names are applied
+    dpm = {} if sp is None else dict(project_until=total - recipe.decay_steps, decay=sp,
+                                     lasso_while_decaying=recipe.lasso_while_decaying,
+                                     l_init_at=recipe.l_init_at, released=recipe.released)
     factory = DHSPG.factory(groups, target_sparsity=recipe.target_sparsity,
                             tolerance=recipe.tolerance, lmbda=recipe.lmbda,
                             lmbda_amplify=recipe.lmbda_amplify,
                             hat_lmbda_coeff=recipe.hat_lmbda_coeff, epsilon=recipe.epsilon,
-                            start_step=recipe.start_epoch * spe,
-                            project_until=total - recipe.decay_steps, seed=seed, decay=sp)
+                            start_step=recipe.start_epoch * spe, seed=seed, **dpm)
     box = {}
 
     def make_dhspg(model, cfg):

@@ -67,12 +67,14 @@ def summarize(records: pd.DataFrame) -> pd.DataFrame:
     for cid, g in records.groupby("config_id", sort=False):
         val = g["final_val"].dropna() if "final_val" in g else pd.Series(dtype=float)
         released = g["released"].dropna() if "released" in g else pd.Series(dtype=float)
+        macs = g["macs_ratio"] if "macs_ratio" in g else pd.Series(1.0, index=g.index)
+        params = g["params_ratio"] if "params_ratio" in g else pd.Series(1.0, index=g.index)
         rows.append({**describe(g["config"].iloc[0]), "seeds": g["seed"].nunique(),
                      "final_mean": g["final_top1"].mean(), "final_std": g["final_top1"].std(),
                      "best_mean": g["best_top1"].mean(),
                      "val_mean": val.mean() if len(val) else np.nan,
-                     "macs_ratio": g["macs_ratio"].mean(), "macs_std": g["macs_ratio"].std(),
-                     "params_ratio": g["params_ratio"].mean(), "params_std": g["params_ratio"].std(),
+                     "macs_ratio": macs.mean(), "macs_std": macs.std(),
+                     "params_ratio": params.mean(), "params_std": params.std(),
                      "released": released.mean() if len(released) else np.nan,
                      "revisions": ", ".join(revisions(g)), "config_id": cid})
     return pd.DataFrame(rows)
@@ -85,9 +87,8 @@ def varying(table: pd.DataFrame, keep=("method", "target")) -> list[str]:
 
 
 def describe_columns() -> list[str]:
-    return list(describe({"host": "", "method": "", "model": "", "data": {"dataset": "",
-                                                                         "val_fraction": 0},
-                          "train": {"epochs": 0}, "options": {}}))
+    return list(describe({"kind": "dense", "model": "", "data": {"dataset": "", "val_fraction": 0},
+                          "train": {"epochs": 0}}))
 
 
 def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False) -> Path:
@@ -118,11 +119,23 @@ def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: boo
     return path
 
 
+def _revision_notes(records: pd.DataFrame) -> list[str]:
+    notes, revs = [], revisions(records)
+    if len(revs) > 1:
+        notes.append(f"records from {len(revs)} revisions shown together: {', '.join(revs)}")
+    if any(r.endswith("-dirty") for r in revs):
+        notes.append("some records were made with uncommitted changes (-dirty)")
+    return notes
+
+
 def report(profile: str = "mini", results_dir=None, out_dir=None):
     """Every comparison recorded for ``profile`` under ``results_dir`` (default
     ``$DPM_LAB_HOME/results``): one per host folder (``core``, ``depgraph``, ``otov2``).
-    Returns ``(name, summary table, figure path, notes)`` per comparison; the notes say when the
-    records come from more than one revision or from uncommitted code."""
+    Returns ``(name, summary table, figure path, notes, paired differences)`` per comparison;
+    the notes say when the records come from more than one revision or from uncommitted code;
+    the paired differences (``stats.paired_differences``) compare each method with the baselines
+    run for run over seeds."""
+    from .stats import paired_differences
     from .paths import results_dir as default_results
     from .results import load_records
     from .runspec import HOSTS
@@ -130,6 +143,12 @@ def report(profile: str = "mini", results_dir=None, out_dir=None):
     base = Path(results_dir or default_results()) / profile
     out_dir = Path(out_dir) if out_dir else figures_dir()
     found = []
+    dense = load_records(base / "dense")
+    if not dense.empty:  # the dense models every comparison starts from (and recipe searches)
+        table = summarize(dense)
+        cols = varying(table, keep=("model",)) + ["seeds", "final_mean", "final_std", "best_mean",
+                                                  "val_mean", "revisions"]
+        found.append(("dense", table[cols], None, _revision_notes(dense), pd.DataFrame()))
     for host in HOSTS:
         records = load_records(base / host)
         if records.empty:
@@ -139,18 +158,17 @@ def report(profile: str = "mini", results_dir=None, out_dir=None):
         path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{host}_{profile}.png",
                                 title=title)
         table = summarize(records)
-        notes = []
-        revs = revisions(records)
-        if len(revs) > 1:
-            notes.append(f"records from {len(revs)} revisions shown together: {', '.join(revs)}")
-        if any(r.endswith("-dirty") for r in revs):
-            notes.append("some records were made with uncommitted changes (-dirty)")
+        notes = _revision_notes(records)
         common = {c: table[c].iloc[0] for c in describe_columns()
                   if c in table and c not in varying(table)}
         notes.append("common to all rows: " + ", ".join(f"{k}={v}" for k, v in common.items()))
         cols = varying(table) + ["seeds", "final_mean", "final_std", "best_mean", "val_mean",
                                  "macs_ratio", "params_ratio", "released", "revisions"]
-        found.append((host, table[cols], path, notes))
+        base = "single-step" if host == "core" else "host"
+        pairs = pd.concat([paired_differences(records, a, b)
+                           for a, b in (("dpm", base), ("dpm", "sp"), ("sp", base))],
+                          ignore_index=True)
+        found.append((host, table[cols], path, notes, pairs))
     return found
 
 
@@ -222,8 +240,8 @@ def norm_trajectories(pruner, k: int = 6, out=None, show: bool = True, seed: int
     schedule (N − n)/N · L_init.
 
     Uses the structures selected in the pruner's first round at step 0 (those whose first traced
-    norm is within half a decay step of (N − 1)/N · L_init; it is not exact where two decaying
-    structures share weight entries, see ``pruning.decay``). Left: ``k`` of them in absolute units, each with its schedule
+    norm is within half a decay step of (N − 1)/N · L_init; exact with the default producer
+    scope, see ``pruning.decay``). Left: ``k`` of them in absolute units, each with its schedule
     (dashed). Right: all of them divided by L_init, the common schedule in black, and ``k``
     never-selected structures (grey, divided by their first traced norm) for contrast.
     """

@@ -28,6 +28,7 @@ METHODS = {"core": ("single-step", "sp", "dpm"), "depgraph": ("host", "sp", "dpm
            "otov2": ("host", "sp", "dpm")}
 SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
                "rate_reference": "decay_step"}
+OTOV2_DPM_OPTIONS = ("lasso_while_decaying", "l_init_at", "released")
 CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": 0.5,
                  "calibration_batches": 4}
 
@@ -75,6 +76,10 @@ class RunSpec:
     sparse_learning: bool | None = None
     speedup: float | None = None
     target_sparsity: float | None = None
+    # OTOv2 + DPM: deviations from DHSPG, off (OTOv2's behaviour) by default
+    lasso_while_decaying: bool | None = None
+    l_init_at: str | None = None
+    released: str | None = None
 
     def replace(self, **changes) -> "RunSpec":
         return replace(self, **changes)
@@ -104,12 +109,17 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
         why["sparse_learning"] = "sparse learning belongs to the DepGraph host"
     if host != "otov2":
         why["target_sparsity"] = "--target-sparsity is the OTOv2 host's target"
+    if host != "otov2" or not decaying:
+        for o in OTOV2_DPM_OPTIONS:
+            why[o] = "a deviation of DHSPG for DPM: applies to --host otov2 --method sp or dpm"
+    if method != "dpm":
+        why["released"] = "what happens to released groups applies only to --method dpm"
+    if not decaying:
+        why["decay_steps"] = "N applies only to --method sp and dpm"
+        why["prune_phase"] = "selection rounds apply only to --method sp and dpm"
     if host == "otov2":
         why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
                               "DHSPG's projection fires")
-    elif not decaying:
-        why["decay_steps"] = "N applies only to --method sp and dpm"
-        why["prune_phase"] = "selection rounds apply only to --method sp and dpm"
     if host == "core" and (spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
         why["calibration_batches"] = ("calibration batches compute the gradients of "
                                       "--criterion taylor only")
@@ -279,11 +289,25 @@ def _otov2(spec: RunSpec, profile: Profile):
         raise ValueError(f"target sparsity must be in (0, 1), got {recipe.target_sparsity!r}")
     if spec.decay_steps is not None:  # also ends DHSPG's projections N steps before the end
         recipe = replace(recipe, decay_steps=_decay_steps(spec.decay_steps))
-    recipe = replace(recipe, train=_epochs(recipe.train, spec))
+    recipe = replace(recipe, train=_epochs(recipe.train, spec),
+                     **{k: getattr(spec, k) for k in OTOV2_DPM_OPTIONS
+                        if getattr(spec, k) is not None})
+    from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
+    if recipe.l_init_at not in L_INIT_AT:
+        raise ValueError(f"unknown l_init_at {recipe.l_init_at!r}; choose one of: "
+                         f"{', '.join(L_INIT_AT)}")
+    if recipe.released not in RELEASED_GROUPS:
+        raise ValueError(f"unknown released {recipe.released!r}; choose one of: "
+                         f"{', '.join(RELEASED_GROUPS)}")
     profile = profile.with_(model=recipe.model, batch_size=recipe.batch_size or profile.batch_size)
     options = recipe.to_dict()
     options.pop("train")
     options.pop("model")
+    if spec.method == "host":  # DHSPG alone: projections run to the end, no decay options
+        for o in ("decay_steps",) + OTOV2_DPM_OPTIONS:
+            options.pop(o)
+    elif spec.method == "sp":
+        options.pop("released")
     dense = asdict(profile.dense) if recipe.from_dense else None
     return profile, recipe.train, dense, options, recipe
 
@@ -332,9 +356,13 @@ def describe(config: dict) -> dict:
     else:
         tgt = "-"
     sr = o.get("self_rectifying") or {}
-    return {"host": config["host"], "method": config["method"], "model": config["model"],
-            "dataset": config["data"]["dataset"], "target": tgt,
-            "criterion": o.get("criterion", config["host"]),
-            "N": o.get("decay_steps"), "epochs": config["train"]["epochs"],
+    host = config.get("host", "-")
+    train = config["train"]
+    return {"host": host, "method": config.get("method", config.get("kind")),
+            "model": config["model"], "dataset": config["data"]["dataset"], "target": tgt,
+            "criterion": o.get("criterion", host), "N": o.get("decay_steps"),
+            "epochs": train["epochs"], "schedule": train.get("schedule"), "lr": train.get("lr"),
+            "nesterov": train.get("nesterov"), "label_smoothing": train.get("label_smoothing"),
             "val_fraction": config["data"]["val_fraction"],
-            **{k: sr.get(k) for k in SR_DEFAULTS}}
+            **{k: sr.get(k) for k in SR_DEFAULTS},
+            **{k: o.get(k) for k in ("lasso_while_decaying", "l_init_at", "released")}}

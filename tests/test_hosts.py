@@ -178,8 +178,9 @@ def test_dhspg_with_dpm_decays_over_N_steps_then_holds_the_target():
         assert (before - model(x)).abs().max() <= 1e-12
 
 
-def test_dhspg_replaces_released_groups_in_the_redundant_set():
-    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying())
+def _release_three(released):
+    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying(),
+                                    released=released)
     size = int(opt.redundant.sum())
     assert size == opt.num_redundant
     victims = (opt.redundant & ~sp.committed()).nonzero().flatten()[:3]
@@ -189,13 +190,63 @@ def test_dhspg_replaces_released_groups_in_the_redundant_set():
     xd = groups.reduce(lambda p: p * d[p])
     dd = groups.reduce(lambda p: d[p].pow(2))
     before = opt.redundant.clone()
-    opt._replace_released(xx, xd, dd, sp.committed())
+    opt._drop_released(xx, xd, dd, sp.committed())
+    return opt, sp, victims, before, (xx, xd, dd), size
+
+
+def test_dhspg_released_groups_replace_option():
+    opt, sp, victims, before, (xx, xd, dd), size = _release_three("replace")
     assert int(opt.redundant.sum()) == size and not opt.redundant[victims].any()
     added = opt.redundant & ~before
     assert int(added.sum()) == 3                       # exactly the released ones are replaced,
     free = ~before & ~sp.committed() & (sp.status != RELEASED)
     score = opt._score(xx, xd, dd)                     # by the best-scoring free groups
     assert score[added].min() >= score[free & ~added].max()
+
+
+def test_dhspg_released_groups_leave_option():
+    opt, _, victims, before, _, size = _release_three("leave")
+    assert int(opt.redundant.sum()) == size - 3 and not opt.redundant[victims].any()
+    assert not (opt.redundant & ~before).any()
+
+
+def test_dhspg_released_groups_stay_and_can_be_projected_again():
+    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying())
+    g = int((opt.redundant & ~sp.committed()).nonzero()[0])
+    sp.status[g] = RELEASED
+    mask = torch.zeros_like(sp.pending)
+    mask[g] = True
+    sp.request(mask)                                   # not eligible without allow_released
+    assert not sp.pending[g]
+    sp.request(mask, allow_released=True)
+    assert sp.pending[g] and opt.redundant[g]          # still in G_p
+
+
+def test_dhspg_schedule_starts_from_the_norm_at_the_projection_test():
+    """l_init_at="projection": the first decay step leaves (N − 1)/N of ‖x_g‖ as the half-space
+    test saw it; "trial" starts from the lasso-shrunk trial point, a smaller norm."""
+    runs = {}
+    for at in ("projection", "trial"):
+        torch.manual_seed(0)
+        _, groups, opt, sp = _dhspg_run(steps=40, decay_N=10, l_init_at=at)
+        runs[at] = sp.l_init
+    chosen = (runs["projection"] > 0) & (runs["trial"] > 0)
+    assert chosen.any() and (runs["trial"][chosen] < runs["projection"][chosen]).all()
+
+
+def test_dhspg_score_keeps_its_magnitude_term_when_groups_are_zero():
+    _, groups, opt, _ = _dhspg_run()
+    xx = groups.squared_norms()
+    assert (xx == 0).any()                             # the run zeroed its target groups
+    d = {p: torch.randn_like(p) for p in opt.groups.model.parameters()}
+    xd, dd = groups.reduce(lambda p: p * d[p]), groups.reduce(lambda p: d[p].pow(2))
+    cos = xd / (xx.sqrt() * dd.sqrt()).clamp_min(1e-12)
+    magnitude = opt._score(xx, xd, dd) - 0.5 * cos / cos.norm()
+    live = xx > 0
+    assert (magnitude[~live] == 0).all()
+    inv = opt.sizes[live] / xx[live].sqrt()            # the term over the non-zero groups alone
+    assert torch.allclose(magnitude[live], 0.5 * inv / inv.norm())
+    assert magnitude[live].min() > 1e-3                # (a 1e-12 clamp left it at ~1e-13)
 
 
 def test_dhspg_state_survives_a_checkpoint():
@@ -241,9 +292,11 @@ def test_host_pipelines_write_consistent_records(host, tmp_path):
         if m != "host":  # removal is exact: same MACs as counted before, same accuracy
             assert r["macs"] == r["effective_macs"]
             assert r["top1_after_finalize"] == r["soft_top1"]
-    (name, table, figure, notes), = [r for r in report("smoke", tmp_path / "res", tmp_path / "fig")
-                                     if r[0] == host]
+    (name, table, figure, notes, pairs), = [r for r in report("smoke", tmp_path / "res",
+                                                             tmp_path / "fig") if r[0] == host]
     assert sorted(table["method"]) == ["dpm", "host", "sp"] and figure.exists()
+    assert sorted(pairs["comparison"]) == ["dpm - host", "dpm - sp", "sp - host"]
+    assert (pairs["seeds"] == 1).all()
 
 
 def test_dhspg_factory_keeps_the_training_config():

@@ -10,7 +10,8 @@ from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model, input_size
 from dpm_lab.pruning import (DECAYING, PRUNED, ChannelGroups, ChannelRatio, MacsTarget,
                              SelfRectifying, SmoothPruning, effective_macs_params, finalize,
-                             load_pruned, make_importance, save_pruned, select, single_step_prune)
+                             load_pruned, make_importance, save_pruned, scores, select,
+                             single_step_prune)
 from conftest import calibrate_bn, randomize_bn
 
 NEVER = 10**9  # a selection round that never comes: the test starts decays by hand
@@ -343,3 +344,28 @@ def test_self_rectifying_without_a_release_window_is_refused():
 def test_a_selector_and_a_target_together_are_refused():
     with pytest.raises(ValueError, match="not both"):
         _setup(target=MacsTarget(0.5), selector=lambda pruner, step: [])
+
+
+def test_inverse_l2_selects_the_largest_structures_first():
+    model, groups, _ = _setup()
+    l2 = scores(groups, "l2")
+    inverse = select(groups, scores(groups, "inverse_l2"), ChannelRatio(0.5))
+    normal = select(groups, l2, ChannelRatio(0.5))
+    assert not set(inverse.tolist()) & set(normal.tolist())   # exactly the other half
+    assert l2[inverse].mean() > l2[normal].mean()
+
+
+def test_recorded_signals_are_summarised_for_decaying_and_never_selected(loaders):
+    train, test = loaders
+    torch.manual_seed(0)
+    model = get_model("resnet20")
+    sr = SelfRectifying(window=2, record=True, rate_reference="gradient")
+    dpm = SmoothPruning(ChannelGroups(model, torch.randn(1, 3, 32, 32)), MacsTarget(0.6),
+                        decay_steps=4, rounds=[0, 4, 8], rectifier=sr)
+    fit(model, train, test, TrainConfig(epochs=3, lr=0.02), hooks=[dpm], seed=0, progress=False)
+    summary = sr.signal_summary(dpm.status)
+    assert summary["decaying"]["n"] > 0 and summary["never_selected"]["n"] > 0
+    for part in ("decaying", "never_selected"):
+        lo, mid, hi = summary[part]["c_rate"]
+        assert -1 <= lo <= mid <= hi <= 1                   # the gradient C_rate is a cosine
+        assert summary[part]["c_len"][0] >= 0

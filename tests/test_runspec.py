@@ -66,6 +66,10 @@ def test_seeds_share_a_comparable_id_and_nothing_else_does():
     (dict(host="core", target_sparsity=0.5), "--target-sparsity", "OTOv2"),
     (dict(method="dpm", calibration_batches=2), "--calibration-batches", "taylor only"),
     (dict(host="depgraph", method="host", window=3), "--window", "only to --method dpm"),
+    (dict(host="otov2", method="sp", released="leave"), "--released", "only to --method dpm"),
+    (dict(host="core", lasso_while_decaying=False), "--lasso-while-decaying", "--host otov2"),
+    (dict(host="otov2", method="host", l_init_at="trial"), "--l-init-at", "--method sp or dpm"),
+    (dict(host="otov2", method="host", decay_steps=3), "--decay-steps", "sp and dpm"),
 ])
 def test_options_that_do_not_apply_are_refused_with_the_reason(spec, flag, why):
     with pytest.raises(ValueError) as err:
@@ -126,3 +130,15 @@ def test_a_changed_option_starts_a_new_run_and_an_equal_one_is_reused(tmp_path):
     assert len(list((tmp_path / "res").rglob("*_core_*.json"))) == 5
     dense = list((tmp_path / "res").rglob("dense/*.json"))
     assert len(dense) == 1                               # every run started from one dense model
+
+
+@pytest.mark.parametrize("deviation", [dict(lasso_while_decaying=False), dict(l_init_at="trial"),
+                                       dict(released="replace"), dict(released="leave")])
+def test_otov2_deviations_enter_the_identity(deviation):
+    base = resolve(RunSpec(profile=SMOKE, host="otov2", method="dpm"))
+    assert (base.recipe.lasso_while_decaying, base.recipe.l_init_at, base.recipe.released) == \
+        (True, "projection", "stay")                     # OTOv2's behaviour unless asked
+    changed = resolve(RunSpec(profile=SMOKE, host="otov2", method="dpm", **deviation))
+    assert changed.run_id != base.run_id
+    host = resolve(RunSpec(profile=SMOKE, host="otov2", method="host")).config["options"]
+    assert not {"decay_steps", "released", "l_init_at", "lasso_while_decaying"} & set(host)

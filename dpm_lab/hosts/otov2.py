@@ -15,16 +15,28 @@ host sync per step (the random subset of a capped projection is drawn on the dev
 
 DPM plugs into the one hard step: with ``decay`` set (a :class:`SmoothPruning` over the same
 groups), a group that satisfies the projection condition is handed to Smooth Pruning via
-``decay.request`` instead of being zeroed, and decays over N steps with DHSPG still giving its
-direction; Self-Rectifying may release it, after which it leaves G_p, the best-scoring free group
-outside G_p takes its place, and the projection continues until the target holds. With N = 1 this is exactly DHSPG's projection (tested).
+``decay.request`` instead of being zeroed, and decays over N steps while DHSPG keeps giving its
+direction. With N = 1 this is exactly DHSPG's projection (tested). Everything else is DHSPG as
+OTOv2 defines it, unless one of the named deviations below is switched on (each is a parameter,
+so its effect can be measured on and off):
+
+- ``lasso_while_decaying`` (OTOv2: ``True``): a G_p group on its way to zero keeps the
+  group-lasso term until the target is reached. ``False`` drops it once the group is committed.
+- ``l_init_at`` (OTOv2 + DPM's own statement: ``"projection"``): the schedule starts from
+  ‖x_g‖ at the projection test, so the first decay step leaves (N − 1)/N of it. ``"trial"``
+  starts from the norm of the (lasso-shrunk) trial point instead.
+- ``released`` (OTOv2: ``"stay"``): a group Self-Rectifying releases stays in G_p and may be
+  projected again. ``"leave"`` takes it out of G_p; ``"replace"`` also brings in the
+  best-scoring free group outside G_p, so G_p keeps its size.
 
 Choices where the sources are silent (all parameters):
 - base direction: SGD with momentum and L2 weight decay (the tutorials' recipe); DHSPG's own
   default is momentum 0 and no weight decay;
 - "target reached" counts groups that are zero *or committed to decay*; once reached, G_p keeps
   only the plain λ penalty and nothing more is projected, as in DHSPG;
-- a capped projection picks its random subset with a seeded device generator.
+- a capped projection picks its random subset with a seeded device generator;
+- the redundancy score's magnitude term is normalised over the non-zero groups only (a zero group
+  would otherwise dominate the normalisation and erase the term for every other group).
 """
 from __future__ import annotations
 
@@ -36,6 +48,9 @@ from ..engine import Hook, TrainState
 from ..pruning.decay import PRUNED, RELEASED, SmoothPruning
 from ..pruning.groups import ChannelGroups
 
+L_INIT_AT = ("projection", "trial")
+RELEASED_GROUPS = ("stay", "leave", "replace")
+
 
 class DHSPG(torch.optim.Optimizer):
     """DHSPG over ``groups`` (ZIGs). Parameters not in any group get the plain base step.
@@ -44,7 +59,8 @@ class DHSPG(torch.optim.Optimizer):
     in G_p. ``lmbda`` (λ), ``lmbda_amplify``, ``hat_lmbda_coeff``: the adaptive penalty.
     ``epsilon`` (ε): half-space threshold. ``start_step``: the partition and the penalty begin
     here (before it, plain SGD); ``project_step``: projections begin here (default = start).
-    ``decay``: a :class:`SmoothPruning` that takes over the projection (DPM).
+    ``decay``: a :class:`SmoothPruning` that takes over the projection (DPM);
+    ``lasso_while_decaying``, ``l_init_at``, ``released``: see the module docstring.
     """
 
     def __init__(self, params, groups: ChannelGroups, lr: float = 0.1, momentum: float = 0.9,
@@ -53,7 +69,8 @@ class DHSPG(torch.optim.Optimizer):
                  lmbda_amplify: float = 2.0, hat_lmbda_coeff: float = 10.0, epsilon: float = 0.0,
                  start_step: int = 0, project_step: int | None = None,
                  project_until: int | None = None, seed: int = 0,
-                 decay: SmoothPruning | None = None):
+                 decay: SmoothPruning | None = None, lasso_while_decaying: bool = True,
+                 l_init_at: str = "projection", released: str = "stay"):
         if not 0 < target_sparsity < 1:
             raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity!r}")
         if not 0 <= tolerance < 1:
@@ -66,6 +83,13 @@ class DHSPG(torch.optim.Optimizer):
             raise ValueError("DHSPG needs zero-invariant groups: ChannelGroups(..., consumers=False)")
         if decay is not None and decay.groups is not groups:
             raise ValueError("decay must be a SmoothPruning over the same ChannelGroups")
+        if l_init_at not in L_INIT_AT:
+            raise ValueError(f"unknown l_init_at {l_init_at!r}; choose one of: {', '.join(L_INIT_AT)}")
+        if released not in RELEASED_GROUPS:
+            raise ValueError(f"unknown released {released!r}; choose one of: "
+                             f"{', '.join(RELEASED_GROUPS)}")
+        self.lasso_while_decaying, self.l_init_at, self.released = (
+            lasso_while_decaying, l_init_at, released)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       nesterov=nesterov))
         self.groups, self.decay = groups, decay
@@ -142,9 +166,11 @@ class DHSPG(torch.optim.Optimizer):
             self._partition(xx, xd, dd)
         committed = self.zero_groups()
         reached = committed.sum() >= self.num_target                       # device bool, no sync
-        if self.decay is not None:
-            self._replace_released(xx, xd, dd, committed)
-        active = self.redundant & ~committed & (xx > 0)
+        if self.decay is not None and self.released != "stay":
+            self._drop_released(xx, xd, dd, committed)
+        # the groups that receive the group-lasso term (committed ones too, as in OTOv2)
+        exempt = committed if not self.lasso_while_decaying else self._exactly_zero()
+        active = self.redundant & ~exempt & (xx > 0)
         lam = self._lambda(xx, xd, dd)
         lam = torch.where(reached, torch.full_like(lam, self.lmbda), lam)
         xnorm = xx.sqrt().clamp_min(1e-12)
@@ -165,7 +191,7 @@ class DHSPG(torch.optim.Optimizer):
 
         # half-space projection: ⟨x̂_g, x_g⟩ < ε‖x_g‖² → zero (or, with DPM, start decaying)
         inner = G.reduce(lambda p: p * old[p] if p in old else None)
-        cand = active & (inner < self.epsilon * xx) & ~reached
+        cand = active & ~committed & (inner < self.epsilon * xx) & ~reached
         room = (self.num_target - committed.sum()).clamp_min(0)
         rank = torch.empty_like(xx, dtype=torch.long)
         order = torch.argsort(torch.where(cand, torch.rand(xx.shape, generator=self.generator,
@@ -175,15 +201,17 @@ class DHSPG(torch.optim.Optimizer):
         if self.decay is None:
             self.zero |= project
         else:
-            self.decay.request(project)
+            self.decay.request(project, xx.sqrt() if self.l_init_at == "projection" else None,
+                               allow_released=self.released == "stay")
         self._keep_zero()
         return loss
 
     def _score(self, xx, xd, dd) -> torch.Tensor:
-        """DHSPG's redundancy score: aligned with −d and small on average = redundant."""
+        """DHSPG's redundancy score: aligned with −d and small on average = redundant. The
+        magnitude term is normalised over the non-zero groups (zero groups score 0 there)."""
         xnorm, dnorm = xx.sqrt(), dd.sqrt()
         cos = xd / (xnorm * dnorm).clamp_min(1e-12)          # cos(−x, −d) = cos(x, d)
-        inv_avg = self.sizes / xnorm.clamp_min(1e-12)       # 1 / (‖x_g‖ / |g|)
+        inv_avg = torch.where(xx > 0, self.sizes / xnorm.clamp_min(1e-30), 0.0)  # |g| / ‖x_g‖
         return 0.5 * cos / cos.norm().clamp_min(1e-12) + 0.5 * inv_avg / inv_avg.norm().clamp_min(1e-12)
 
     def _partition(self, xx, xd, dd) -> None:
@@ -194,12 +222,15 @@ class DHSPG(torch.optim.Optimizer):
         self.redundant[torch.topk(self._score(xx, xd, dd), self.num_redundant).indices] = True
         self.partitioned = True
 
-    def _replace_released(self, xx, xd, dd, committed) -> None:
-        """A group Self-Rectifying released leaves G_p (the gradients say it is needed) and the
-        best-scoring free group outside G_p takes its place, so G_p keeps its size and the
-        projection can still reach the target. Ranks on the device: no host sync."""
+    def _drop_released(self, xx, xd, dd, committed) -> None:
+        """``released="leave"``: a group Self-Rectifying released leaves G_p (the gradients say
+        it is needed). ``"replace"``: the best-scoring free group outside G_p also takes its
+        place, so G_p keeps its size and the projection can still reach the target. Ranks on
+        the device: no host sync."""
         released = self.decay.status == RELEASED
         self.redundant &= ~released
+        if self.released == "leave":
+            return
         deficit = self.num_redundant - self.redundant.sum()
         cand = ~self.redundant & ~released & ~committed & (xx > 0)
         score = torch.where(cand, self._score(xx, xd, dd), -torch.inf)
@@ -207,6 +238,10 @@ class DHSPG(torch.optim.Optimizer):
         order = torch.argsort(score, descending=True)
         rank[order] = torch.arange(len(order), device=xx.device)
         self.redundant |= cand & (rank < deficit)
+
+    def _exactly_zero(self) -> torch.Tensor:
+        """Bool ``[S]``: groups already at zero (projected, or pruned by the decay)."""
+        return self.zero if self.decay is None else self.decay.status == PRUNED
 
     def _lambda(self, xx, xd, dd) -> torch.Tensor:
         """Adaptive λ_g: raised where the loss pushes ‖x_g‖ up (⟨x_g, d_g⟩ < 0)."""

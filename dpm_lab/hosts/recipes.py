@@ -52,6 +52,10 @@ class OTOv2Recipe:
     epsilon: float = 0.0
     from_dense: bool = False
     batch_size: int | None = None
+    # DPM inside DHSPG: OTOv2's behaviour by default; each deviation is named (hosts/otov2.py)
+    lasso_while_decaying: bool = True
+    l_init_at: str = "projection"
+    released: str = "stay"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -109,6 +109,7 @@ class SmoothPruning(Hook):
         self.l_init = torch.zeros(S, device=device, dtype=self.groups.dtype)
         self.n_done = torch.zeros(S, dtype=torch.int64, device=device)
         self.pending = torch.zeros(S, dtype=torch.bool, device=device)
+        self.pending_l_init = torch.full((S,), float("nan"), device=device, dtype=self.groups.dtype)
         if self.rectifier:
             self.rectifier.reset(S, device, self.groups.dtype)
 
@@ -118,8 +119,9 @@ class SmoothPruning(Hook):
         """Keep the per-structure state on the device the engine moved the model to."""
         device = next(self.groups.model.parameters()).device
         self.groups.to(device)
-        self.status, self.l_init, self.n_done, self.pending = (
-            t.to(device) for t in (self.status, self.l_init, self.n_done, self.pending))
+        self.status, self.l_init, self.n_done, self.pending, self.pending_l_init = (
+            t.to(device) for t in (self.status, self.l_init, self.n_done, self.pending,
+                                   self.pending_l_init))
         if self.rectifier:
             self.rectifier.to(device)
 
@@ -159,11 +161,18 @@ class SmoothPruning(Hook):
         self._begin(only, self.norms())
         self._apply(optimizer, only=only)
 
-    def request(self, mask: torch.Tensor) -> None:
+    def request(self, mask: torch.Tensor, l_init: torch.Tensor | None = None,
+                allow_released: bool = False) -> None:
         """A host asks that the structures in bool ``mask [S]`` start decaying. The decay starts
-        at the next ``after_step`` (its first application then), with L_init = the norm the
-        optimiser step left. Device-side only: no host sync."""
-        self.pending |= mask & (self.status == FREE)
+        at the next ``after_step`` (its first application then). ``l_init [S]``: the norms to
+        pin the schedule to (e.g. the host's norm at its own pruning test); default: the norm the
+        optimiser step left. ``allow_released``: released structures may be requested again.
+        Device-side only: no host sync."""
+        eligible = (self.status == FREE) | ((self.status == RELEASED) & allow_released)
+        new = mask & eligible & ~self.pending
+        if l_init is not None:
+            self.pending_l_init = torch.where(new, l_init.to(self.l_init.dtype), self.pending_l_init)
+        self.pending |= new
 
     def committed(self) -> torch.Tensor:
         """Bool ``[S]``: decaying, pruned or requested: structures on their way to zero."""
@@ -195,10 +204,12 @@ class SmoothPruning(Hook):
             self.status = torch.where(release, RELEASED, self.status)  # no mask indexing: no sync
             decaying &= ~release
         if only is None:  # structures a host requested since the last step begin now
-            new = self.pending & (self.status == FREE)
-            self._begin(new, norm)
+            new = self.pending & ((self.status == FREE) | (self.status == RELEASED))
+            given = ~torch.isnan(self.pending_l_init)
+            self._begin(new, torch.where(given, self.pending_l_init, norm))
             decaying |= new
             self.pending = torch.zeros_like(self.pending)
+            self.pending_l_init = torch.full_like(self.pending_l_init, float("nan"))
         n_new = self.n_done + decaying
         target = self.l_init * (N - n_new).clamp_min(0) / N
         factor = torch.where(decaying, target / norm.clamp_min(1e-12), torch.ones_like(norm))
@@ -244,7 +255,8 @@ class SmoothPruning(Hook):
 
     def state_dict(self) -> dict:
         s = {"status": self.status, "l_init": self.l_init, "n_done": self.n_done,
-             "pending": self.pending, "round_log": self.round_log}
+             "pending": self.pending, "pending_l_init": self.pending_l_init,
+             "round_log": self.round_log}
         if self.rectifier:
             s["rectifier"] = self.rectifier.state_dict()
         if hasattr(self.selector, "state_dict"):
@@ -254,6 +266,7 @@ class SmoothPruning(Hook):
     def load_state_dict(self, state: dict) -> None:
         self.status, self.l_init, self.n_done = state["status"], state["l_init"], state["n_done"]
         self.pending = state.get("pending", torch.zeros_like(self.status, dtype=torch.bool))
+        self.pending_l_init = state.get("pending_l_init", torch.full_like(self.l_init, float("nan")))
         self.round_log = state["round_log"]
         if self.rectifier and "rectifier" in state:
             self.rectifier.load_state_dict(state["rectifier"])

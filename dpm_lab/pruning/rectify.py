@@ -57,7 +57,8 @@ def radial_cosine(groups, entries=None) -> torch.Tensor:
 
 class SelfRectifying:
     def __init__(self, t_rate: float = 0.5, t_len: float = 1.0, rule: str = "all",
-                 window: int = 10, rate_reference: str = "decay_step", record: bool = False):
+                 window: int = 10, rate_reference: str = "decay_step", record: bool = False,
+                 record_every: int = 1):
         if rule not in RULES:
             raise ValueError(f"unknown release rule {rule!r}; choose one of: {', '.join(RULES)}")
         if rate_reference not in RATE_REFERENCES:
@@ -66,7 +67,7 @@ class SelfRectifying:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window!r}")
         self.t_rate, self.t_len, self.rule, self.window = t_rate, t_len, rule, window
-        self.rate_reference, self.record = rate_reference, record
+        self.rate_reference, self.record, self.record_every = rate_reference, record, record_every
         self.log: list[dict] = []       # one dict per release, filled at flush()
         # with record, per step [5, S]: smoothed C_rate, C_len (decaying structures), decaying,
         # and the raw C_rate, C_len of every structure (for diagnosis against non-selected ones)
@@ -121,7 +122,8 @@ class SelfRectifying:
         self.at_step = torch.where(release, step, self.at_step)
         self.at_rate = torch.where(release, rate, self.at_rate)
         self.at_len = torch.where(release, length, self.at_len)
-        if self.record:  # smoothed (decaying only), the mask, and the raw signals of all
+        if self.record and step % self.record_every == 0:
+            # smoothed (decaying only), the mask, and the raw signals of all structures
             self.trace.append(torch.stack([rate, length, decaying.to(rate.dtype), c_rate, c_len]))
         return release
 
@@ -137,6 +139,24 @@ class SelfRectifying:
         self.pending.zero_()
         self.log += sorted(new, key=lambda r: r["step"])
         return new
+
+    def signal_summary(self, status: torch.Tensor, quantiles=(0.1, 0.5, 0.9)) -> dict:
+        """Quantiles of the raw C_rate and C_len (needs ``record=True``) over every checked step:
+        of structures while decaying, and of structures never selected (``status`` FREE at the
+        end), the reference a release threshold has to separate them from."""
+        if not self.trace:
+            return {}
+        t = torch.stack(self.trace).float().cpu()                      # [steps, 5, S]
+        decaying = t[:, 2] > 0
+        never = (status.cpu() == 0).expand_as(decaying)
+        q = torch.tensor(quantiles)
+        out = {"quantiles": list(quantiles)}
+        for name, mask in (("decaying", decaying), ("never_selected", never)):
+            out[name] = {"n": int(mask.sum())}
+            for i, signal in ((3, "c_rate"), (4, "c_len")):
+                v = t[:, i][mask]
+                out[name][signal] = torch.quantile(v, q).tolist() if len(v) else None
+        return out
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("ema_rate", "ema_len", "count", "pending", "at_step",

@@ -23,7 +23,7 @@ import torch_pruning as tp
 from .finalize import effective_macs_params
 from .groups import ChannelGroups
 
-CRITERIA = ("l2", "l1", "bn", "taylor", "random")
+CRITERIA = ("l2", "l1", "bn", "taylor", "random", "inverse_l2")
 GRADIENT_CRITERIA = ("taylor",)
 
 
@@ -40,7 +40,20 @@ def make_importance(criterion: str):
         return tp.importance.GroupTaylorImportance()
     if criterion == "random":
         return tp.importance.RandomImportance()
+    if criterion == "inverse_l2":  # a deliberately wrong choice, for testing Self-Rectifying
+        return InverseImportance(tp.importance.GroupMagnitudeImportance(p=2))
     raise ValueError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+
+
+class InverseImportance(tp.importance.Importance):
+    """The negated scores of another importance: prunes the *most* important structures first.
+    A mis-selection on purpose, to ask whether Self-Rectifying releases what should stay."""
+
+    def __init__(self, importance):
+        self.importance = importance
+
+    def __call__(self, group):
+        return -self.importance(group)
 
 
 def scores(groups: ChannelGroups, criterion: str, importance=None) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""Paired differences over seeds: pairing, the t-interval, and no pooling across configurations."""
+import math
+
+import pandas as pd
+import pytest
+
+from dpm_lab.stats import interval, paired_differences
+
+
+def test_interval_matches_the_t_table():
+    mean, lo, hi = interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # t(0.975, 4) = 2.7764; sd = 1.5811; half width = 2.7764 * 1.5811 / sqrt(5)
+    assert mean == 3.0 and hi - mean == pytest.approx(2.7764 * 1.5811 / math.sqrt(5), rel=1e-4)
+    assert math.isnan(interval([1.0])[1])
+
+
+def _record(method, seed, top1, target=0.5, window=None):
+    options = {"target": {"macs": target}, "criterion": "l2"}
+    if window:
+        options["self_rectifying"] = {"window": window}
+    config = {"host": "core", "method": method, "model": "resnet20",
+              "data": {"dataset": "slice", "val_fraction": 0.0},
+              "train": {"epochs": 15, "lr": 0.05, "schedule": "onecycle"},
+              "options": options}
+    cid = f"{method}-{target}-{window}"
+    return {"method": method, "seed": seed, "final_top1": top1, "config": config,
+            "config_id": cid, "dense_run_id": f"d{seed}"}
+
+
+def test_pairs_by_seed_within_a_target_and_never_across_configurations():
+    rows = [_record("single-step", s, 70 + s) for s in range(3)]
+    rows += [_record("dpm", s, 71 + s + 0.1 * s, window=10) for s in range(3)]
+    rows += [_record("dpm", s, 60.0, window=5) for s in range(2)]
+    rows += [_record("single-step", s, 50.0, target=0.25) for s in range(3)]
+    pairs = paired_differences(pd.DataFrame(rows), "dpm", "single-step")
+    assert len(pairs) == 2                        # one per dpm configuration, target 0.5 only
+    w10 = pairs[pairs["config_id_a"] == "dpm-0.5-10"].iloc[0]
+    assert w10["seeds"] == 3 and w10["diff"] == pytest.approx(1.1)
+    assert w10["claim"]                           # the interval [1.0, 1.2] +- t excludes 0
+    w5 = pairs[pairs["config_id_a"] == "dpm-0.5-5"].iloc[0]
+    assert w5["seeds"] == 2 and w5["diff"] == pytest.approx(-10.5)
