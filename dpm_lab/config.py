@@ -125,7 +125,12 @@ def _mini() -> Profile:
         name="mini", dataset="cifar10-slice", model="resnet20", batch_size=128, decay_steps=84,
         dense=TrainConfig(epochs=30, lr=0.2, schedule="onecycle", nesterov=True,
                           label_smoothing=0.1, weight_decay=5e-4),
-        finetune=TrainConfig(epochs=15, lr=0.01, schedule="cosine", weight_decay=5e-4),
+        # Fine-tuning chosen on the same split: single-step to 0.5x MACs, then one-cycle lr 0.1
+        # with Nesterov and label smoothing 0.1 reached 73.8 % validation top-1, against 73.4 %
+        # (lr 0.02), 73.3 % (lr 0.05) and 71.4 % (the earlier cosine lr 0.01); the one-cycle
+        # candidates differ by less than the 544-image validation split's sampling error.
+        finetune=TrainConfig(epochs=15, lr=0.1, schedule="onecycle", nesterov=True,
+                             label_smoothing=0.1, weight_decay=5e-4),
         notes="ResNet-20 on the CIFAR-10 slice; +-1.4 points sampling error per run")
 
 
