@@ -160,13 +160,13 @@ def report(profile: str = "mini", results_dir=None, out_dir=None):
         table = summarize(records)
         notes = _revision_notes(records)
         common = {c: table[c].iloc[0] for c in describe_columns()
-                  if c in table and c not in varying(table)}
+                  if c in table and c not in varying(table) and not pd.isna(table[c].iloc[0])}
         notes.append("common to all rows: " + ", ".join(f"{k}={v}" for k, v in common.items()))
         cols = varying(table) + ["seeds", "final_mean", "final_std", "best_mean", "val_mean",
                                  "macs_ratio", "params_ratio", "released", "revisions"]
-        base = "single-step" if host == "core" else "host"
+        baseline = "single-step" if host == "core" else "host"
         pairs = pd.concat([paired_differences(records, a, b)
-                           for a, b in (("dpm", base), ("dpm", "sp"), ("sp", base))],
+                           for a, b in (("dpm", baseline), ("dpm", "sp"), ("sp", baseline))],
                           ignore_index=True)
         found.append((host, table[cols], path, notes, pairs))
     return found
