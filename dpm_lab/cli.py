@@ -54,6 +54,7 @@ def _on_off(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
 
 
+TRAIN_FIELDS = ("seed", "model", "dataset", "epochs", "val_fraction") + RECIPE_FIELDS
 ALL_METHODS = tuple(dict.fromkeys(m for ms in METHODS.values() for m in ms))
 
 # (flags, RunSpec field, argparse keywords). Defaults are None: the profile's or recipe's value.
@@ -144,17 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a dense model; write checkpoint, record and figure")
     _places(train)
-    train.add_argument("--model", choices=MODEL_NAMES, default=None)
-    train.add_argument("--data", choices=DATASET_NAMES, default=None)
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--epochs", type=_positive_int, default=None,
-                       help="dense epochs (default: the profile's); milestones scale with it")
-    train.add_argument("--val-fraction", type=_val_fraction, default=None,
-                       help="hold out this fraction of the training split for validation")
-    for flags, dest, kw in RUN_OPTIONS:
-        if dest in RECIPE_FIELDS:
-            train.add_argument(*flags, dest=dest, default=None,
-                               **{**kw, "help": kw["help"].replace("pruning phase", "dense run")})
+    for flags, dest, kw in RUN_OPTIONS:  # the options that shape a dense run, same table
+        if dest in TRAIN_FIELDS:
+            text = ("dense epochs (default: the profile's); milestones scale with it"
+                    if dest == "epochs" else kw["help"].replace("pruning phase", "dense run"))
+            train.add_argument(*flags[:1], dest=dest, default=None, **{**kw, "help": text})
     train.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
 
     run = sub.add_parser("run", help="dense (reused) -> prune with a method -> train -> record")
@@ -223,12 +218,13 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "train":
         profile = get_profile(args.profile)
-        changes = {k: v for k, v in (("model", args.model), ("dataset", args.data),
+        changes = {k: v for k, v in (("model", args.model), ("dataset", args.dataset),
                                      ("val_fraction", args.val_fraction)) if v is not None}
         dense = profile.dense if args.epochs is None else profile.dense.with_epochs(args.epochs)
         recipe = {k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None}
         changes["dense"] = replace(dense, **recipe)
-        _, record = experiments.train_dense(profile.with_(**changes), args.seed, **common)
+        seed = 0 if args.seed is None else args.seed
+        _, record = experiments.train_dense(profile.with_(**changes), seed, **common)
     else:
         record = experiments.run(RunSpec(profile=args.profile, **_spec_fields(args)), **common)
     val = "" if record.get("final_val") is None else f", validation {record['final_val']:.2f}%"
