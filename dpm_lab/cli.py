@@ -19,7 +19,7 @@ from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
 from .pruning.rectify import RATE_REFERENCES, RULES
-from .runspec import HOSTS, METHODS, RECIPE_FIELDS, RunSpec
+from .runspec import HOSTS, METHODS, RECIPE_FIELDS, SR_DEFAULTS, RunSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,15 +98,16 @@ RUN_OPTIONS = [
     (("--decay-steps",), "decay_steps",
      dict(type=_positive_int, help="N, optimiser steps for a selected channel to decay to zero "
                                    "(default: the profile's)")),
-    (("--t-rate",), "t_rate", dict(type=float, help="dpm: threshold on C_rate (default 0.5)")),
-    (("--t-len",), "t_len", dict(type=float, help="dpm: threshold on C_len (default 1.0)")),
-    (("--rule",), "rule", dict(choices=RULES, help="dpm: release when all or any signal is "
-                                                   "over its threshold (default all)")),
-    (("--window",), "window", dict(type=_positive_int, help="dpm: steps of the moving average "
-                                                            "of C_rate and C_len (default 10)")),
+    (("--t-rate",), "t_rate", dict(type=float, help=f"dpm: threshold on C_rate (default {SR_DEFAULTS['t_rate']})")),
+    (("--t-len",), "t_len", dict(type=float, help=f"dpm: threshold on C_len (default {SR_DEFAULTS['t_len']})")),
+    (("--rule",), "rule", dict(choices=RULES, help="dpm: release when all or any signal is over "
+                                                   f"its threshold (default {SR_DEFAULTS['rule']})")),
+    (("--window",), "window", dict(type=_positive_int, help="dpm: steps of the moving average of "
+                                                            "C_rate and C_len (default "
+                                                            f"{SR_DEFAULTS['window']})")),
     (("--rate-reference",), "rate_reference",
      dict(choices=RATE_REFERENCES, help="dpm: what C_rate is measured against "
-                                        "(default decay_step)")),
+                                        f"(default {SR_DEFAULTS['rate_reference']})")),
     (("--sparse-learning",), "sparse_learning",
      dict(type=_on_off, help="depgraph: on (default) or off, the 'w/o SL' variant")),
     (("--speedup",), "speedup", dict(type=_speedup, help="depgraph: MACs speed-up target "
@@ -285,7 +286,7 @@ def _report(args) -> int:
     if not found:
         raise ValueError(f"no {args.profile}-profile pruning records under "
                          f"{source or '$DPM_LAB_HOME/results'}; run `sweep` or `run` first")
-    for name, table, path, notes, pairs in found:
+    for name, table, path, notes, pairs, sr in found:
         figure = f"; figure {path}" if path else ""
         print(f"== {name} ({args.profile}): mean ± std over seeds{figure}")
         for line in notes:
@@ -296,4 +297,8 @@ def _report(args) -> int:
             cols = ["comparison", "target", "seeds", "diff", "diff_std", "ci95_low", "ci95_high",
                     "claim"]
             print(pairs[cols].round(3).to_string(index=False))
+        if not sr.empty:
+            print(f"-- {name}: Self-Rectifying, each DPM setting paired with SP under its criterion "
+                  "(validation top-1 where a split was held out; *_pct: mean dense-L2 percentile)")
+            print(sr.drop(columns=["config_id"]).round(2).to_string(index=False))
     return 0

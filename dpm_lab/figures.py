@@ -11,6 +11,7 @@ Tables and figures pool runs only when their complete configurations are equal u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -119,6 +120,54 @@ def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: boo
     return path
 
 
+SR_KNOBS = ("criterion", "t_rate", "t_len", "rule", "window", "rate_reference")
+
+
+def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> pd.DataFrame:
+    """One row per DPM configuration in ``records``: its selection criterion and Self-Rectifying
+    knobs, the releases per run, where the released and the finally pruned structures stood in the
+    dense model's L2 ranking (mean percentile, 100 = largest norm), and ``metric`` paired with SP
+    under the same criterion, seeds and dense model: DPM − SP with its 95 % interval over seeds.
+    This is the ablation and mis-selection table: does SR release what the criterion got wrong,
+    and does releasing it pay?"""
+    from .stats import paired_differences
+
+    dpm, sp = records[records["method"] == "dpm"], records[records["method"] == "sp"]
+    rows = []
+    for cid, g in dpm.groupby("config_id", sort=False):
+        knobs = describe(g["config"].iloc[0])
+        pct = pd.DataFrame(list(g["importance_percentiles"].dropna())) \
+            if "importance_percentiles" in g else pd.DataFrame()
+        row = {**{k: knobs[k] for k in SR_KNOBS}, "seeds": g["seed"].nunique(),
+               "dpm": g[metric].mean(), "released": g["released"].mean(),
+               "released_pct": pct["released"].mean() if "released" in pct else np.nan,
+               "pruned_pct": pct["pruned"].mean() if "pruned" in pct else np.nan}
+        pair = paired_differences(pd.concat([g, sp]), "dpm", "sp", metric)
+        if not pair.empty:
+            p = pair.iloc[0]
+            row.update(sp=p["sp"], diff=p["diff"], ci95_low=p["ci95_low"],
+                       ci95_high=p["ci95_high"])
+        rows.append({**row, "revisions": ", ".join(revisions(g)), "config_id": cid})
+    return pd.DataFrame(rows)
+
+
+def sr_signal_table(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per DPM run that recorded its signals (``sr_signals``): criterion and C_rate
+    definition, then the quantiles of the raw C_rate of decaying and of never-selected structures.
+    A C_rate that carries information separates the two."""
+    rows = []
+    for _, r in records.iterrows():
+        sig = r.get("sr_signals")
+        if not isinstance(sig, dict):
+            continue
+        knobs = describe(r["config"])
+        rows.append({"criterion": knobs["criterion"], "rate_reference": knobs["rate_reference"],
+                     "seed": r["seed"],
+                     **{f"{who} q{round(q * 100)}": v for who in ("decaying", "never_selected")
+                        for q, v in zip(sig["quantiles"], sig[who]["c_rate"])}})
+    return pd.DataFrame(rows)
+
+
 def _revision_notes(records: pd.DataFrame) -> list[str]:
     notes, revs = [], revisions(records)
     if len(revs) > 1:
@@ -128,13 +177,23 @@ def _revision_notes(records: pd.DataFrame) -> list[str]:
     return notes
 
 
-def report(profile: str = "mini", results_dir=None, out_dir=None):
+class Comparison(NamedTuple):
+    """What ``report`` finds in one results folder (``dense``, ``core``, ``depgraph``, ``otov2``)."""
+    name: str
+    table: pd.DataFrame              # summarize(): one row per configuration
+    figure: Path | None              # accuracy vs MACs
+    notes: list[str]
+    pairs: pd.DataFrame              # paired differences over seeds
+    self_rectifying: pd.DataFrame    # one row per DPM configuration, paired with SP
+
+
+def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Comparison]:
     """Every comparison recorded for ``profile`` under ``results_dir`` (default
     ``$DPM_LAB_HOME/results``): one per host folder (``core``, ``depgraph``, ``otov2``).
-    Returns ``(name, summary table, figure path, notes, paired differences)`` per comparison;
-    the notes say when the records come from more than one revision or from uncommitted code;
-    the paired differences (``stats.paired_differences``) compare each method with the baselines
-    run for run over seeds."""
+    Returns one ``Comparison`` per folder: the notes say when the records come from more than
+    one revision or from uncommitted code; the paired differences (``stats.paired_differences``)
+    compare each method with the baselines run for run over seeds; ``self_rectifying`` is
+    ``self_rectifying_table`` on validation top-1 where every run held a split out (else test)."""
     from .stats import paired_differences
     from .paths import results_dir as default_results
     from .results import load_records
@@ -148,7 +207,8 @@ def report(profile: str = "mini", results_dir=None, out_dir=None):
         table = summarize(dense)
         cols = varying(table, keep=("model",)) + ["seeds", "final_mean", "final_std", "best_mean",
                                                   "val_mean", "revisions"]
-        found.append(("dense", table[cols], None, _revision_notes(dense), pd.DataFrame()))
+        found.append(Comparison("dense", table[cols], None, _revision_notes(dense),
+                                pd.DataFrame(), pd.DataFrame()))
     for host in HOSTS:
         records = load_records(base / host)
         if records.empty:
@@ -168,7 +228,10 @@ def report(profile: str = "mini", results_dir=None, out_dir=None):
         pairs = pd.concat([paired_differences(records, a, b)
                            for a, b in (("dpm", baseline), ("dpm", "sp"), ("sp", baseline))],
                           ignore_index=True)
-        found.append((host, table[cols], path, notes, pairs))
+        held_out = "final_val" in records and records["final_val"].notna().all()
+        metric = "final_val" if held_out else "final_top1"
+        found.append(Comparison(host, table[cols], path, notes, pairs,
+                                self_rectifying_table(records, metric)))
     return found
 
 

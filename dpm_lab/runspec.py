@@ -26,8 +26,10 @@ from .config import Profile, get_profile
 HOSTS = ("core", "depgraph", "otov2")
 METHODS = {"core": ("single-step", "sp", "dpm"), "depgraph": ("host", "sp", "dpm"),
            "otov2": ("host", "sp", "dpm")}
+# Self-Rectifying defaults, chosen on the validation split (results/reference/self-rectifying,
+# notebook 03): the scale-free C_rate, and the thresholds at which SR acts selectively.
 SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
-               "rate_reference": "decay_step"}
+               "rate_reference": "gradient"}
 OTOV2_DPM_OPTIONS = ("lasso_while_decaying", "l_init_at", "released")
 CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": 0.5,
                  "calibration_batches": 4}
@@ -365,4 +367,5 @@ def describe(config: dict) -> dict:
             "nesterov": train.get("nesterov"), "label_smoothing": train.get("label_smoothing"),
             "val_fraction": config["data"]["val_fraction"],
             **{k: sr.get(k) for k in SR_DEFAULTS},
-            **{k: o.get(k) for k in ("lasso_while_decaying", "l_init_at", "released")}}
+            **{k: o.get(k) for k in ("lasso_while_decaying", "l_init_at")},
+            "on_release": o.get("released")}  # OTOv2's --released (a count is "released")

@@ -292,11 +292,13 @@ def test_host_pipelines_write_consistent_records(host, tmp_path):
         if m != "host":  # removal is exact: same MACs as counted before, same accuracy
             assert r["macs"] == r["effective_macs"]
             assert r["top1_after_finalize"] == r["soft_top1"]
-    (name, table, figure, notes, pairs), = [r for r in report("smoke", tmp_path / "res",
-                                                             tmp_path / "fig") if r[0] == host]
+    (name, table, figure, notes, pairs, sr), = [r for r in report("smoke", tmp_path / "res",
+                                                                 tmp_path / "fig") if r.name == host]
     assert sorted(table["method"]) == ["dpm", "host", "sp"] and figure.exists()
     assert sorted(pairs["comparison"]) == ["dpm - host", "dpm - sp", "sp - host"]
     assert (pairs["seeds"] == 1).all()
+    assert sr["diff"].tolist() == [pytest.approx(records["dpm"]["final_top1"]
+                                                 - records["sp"]["final_top1"])]
 
 
 def test_dhspg_factory_keeps_the_training_config():

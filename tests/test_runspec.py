@@ -21,7 +21,7 @@ def test_defaults_are_filled_in_and_the_hash_is_stable():
     assert o["target"] == {"macs": 0.5} and o["criterion"] == "l2"
     assert o["decay_steps"] == SMOKE.decay_steps and o["prune_phase"] == 0.5
     assert o["self_rectifying"] == {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
-                                    "rate_reference": "decay_step"}
+                                    "rate_reference": "gradient"}
     assert res.config["version"] and res.config["data"]["val_fraction"] == 0.0
     # giving a default explicitly is the same run
     assert _id(method="dpm") == _id(method="dpm", t_rate=0.5, window=10, target_macs=0.5)

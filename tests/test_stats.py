@@ -39,3 +39,25 @@ def test_pairs_by_seed_within_a_target_and_never_across_configurations():
     assert w10["claim"]                           # the interval [1.0, 1.2] +- t excludes 0
     w5 = pairs[pairs["config_id_a"] == "dpm-0.5-5"].iloc[0]
     assert w5["seeds"] == 2 and w5["diff"] == pytest.approx(-10.5)
+
+
+def test_self_rectifying_table_pairs_each_dpm_setting_with_sp_under_its_criterion():
+    from dpm_lab.figures import self_rectifying_table
+
+    def rec(method, seed, val, criterion, window=None, released=None, pct=None):
+        r = _record(method, seed, 0.0, window=window)
+        r["config"]["options"]["criterion"] = criterion
+        r["config_id"] += criterion
+        return {**r, "final_val": val, "released": released, "importance_percentiles": pct,
+                "git": "abc1234"}
+
+    rows = [rec("sp", s, 70.0 + s, c) for s in range(2) for c in ("l2", "random")]
+    rows += [rec("dpm", s, 71.0 + s, "l2", 10, 20, {"released": 40.0, "pruned": 30.0})
+             for s in range(2)]
+    rows += [rec("dpm", s, 66.0 + 2 * s, "random", 10, 30, {"released": 70.0, "pruned": 50.0})
+             for s in range(2)]
+    table = self_rectifying_table(pd.DataFrame(rows)).set_index("criterion")
+    assert table.loc["l2", "diff"] == pytest.approx(1.0)       # paired with SP under L2 only
+    assert table.loc["random", "diff"] == pytest.approx(-3.5)  # (-4 + -3) / 2
+    assert table.loc["random", "released_pct"] == 70.0 and table.loc["random", "seeds"] == 2
+    assert table.loc["l2", "window"] == 10 and table.loc["l2", "released"] == 20

@@ -16,7 +16,7 @@ length; its exact formulas were not available to us, so these are our reading:
     everywhere.
   - ``"decay_step"``: (‖x̃_i‖ − ‖x_i‖) / (L_init/N), the norm the optimiser step tried to add, in
     decay steps; proportional to lr·N/L_init, so a threshold does not carry over across N,
-    learning rate or layer (kept as an option, the earlier default).
+    learning rate or layer (the earlier default, kept as an option).
   - ``"norm"``: the same growth relative to the current norm, which makes every structure look
     resistant as its norm approaches zero.
 - ``C_len`` — the *gradient length*: ‖∇_i‖ divided by the mean ‖∇_j‖ over the live structures of
@@ -25,8 +25,11 @@ length; its exact formulas were not available to us, so these are our reading:
 Single-step gradients are noisy, so both are smoothed by a bias-corrected exponential moving
 average over ``window`` steps, and nothing is released before ``window`` observations. Release
 rule: ``"all"`` (C_rate > T_rate and C_len > T_len; the summaries' "two criteria" read as a joint
-test) or ``"any"``. Defaults T_rate = 0.5 (the optimiser pushes back half a decay step per
-iteration) and T_len = 1.0 (an above-average gradient in its layer) are choices, not the paper's.
+test) or ``"any"``. The defaults (``rate_reference="gradient"``, T_rate = 0.5: the smoothed
+gradient points more outward than sideways; T_len = 1.0: an above-average gradient in its layer;
+window 10) are ours, not the paper's, chosen on a validation split (``runspec.SR_DEFAULTS``,
+notebook 03): with them SR releases about one decaying structure in ten, and under
+deliberately wrong selection those it releases rank above the pruned ones in the dense L2 order.
 
 A released structure stops decaying and keeps its current weights; the host's next selection
 round picks replacements, so the pruning target is still met (see ``SmoothPruning``).
@@ -57,7 +60,7 @@ def radial_cosine(groups, entries=None) -> torch.Tensor:
 
 class SelfRectifying:
     def __init__(self, t_rate: float = 0.5, t_len: float = 1.0, rule: str = "all",
-                 window: int = 10, rate_reference: str = "decay_step", record: bool = False,
+                 window: int = 10, rate_reference: str = "gradient", record: bool = False,
                  record_every: int = 1):
         if rule not in RULES:
             raise ValueError(f"unknown release rule {rule!r}; choose one of: {', '.join(RULES)}")
