@@ -125,7 +125,9 @@ SR_KNOBS = ("criterion", "t_rate", "t_len", "rule", "window", "rate_reference")
 
 def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> pd.DataFrame:
     """One row per DPM configuration in ``records``: its selection criterion and Self-Rectifying
-    knobs, the releases per run, where the released and the finally pruned structures stood in the
+    knobs, the structures released (and kept at the end) and the release events per run (a
+    released structure may be selected and released again), where the released and the finally
+    pruned structures stood in the
     dense model's L2 ranking (mean percentile, 100 = largest norm), and ``metric`` paired with SP
     under the same criterion, seeds and dense model: DPM − SP with its 95 % interval over seeds.
     This is the ablation and mis-selection table: does SR release what the criterion got wrong,
@@ -140,6 +142,7 @@ def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> p
             if "importance_percentiles" in g else pd.DataFrame()
         row = {**{k: knobs[k] for k in SR_KNOBS}, "seeds": g["seed"].nunique(),
                "dpm": g[metric].mean(), "released": g["released"].mean(),
+               "release_events": g["releases"].map(len).mean() if "releases" in g else np.nan,
                "released_pct": pct["released"].mean() if "released" in pct else np.nan,
                "pruned_pct": pct["pruned"].mean() if "pruned" in pct else np.nan}
         pair = paired_differences(pd.concat([g, sp]), "dpm", "sp", metric)
@@ -152,19 +155,19 @@ def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> p
 
 
 def sr_signal_table(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per DPM run that recorded its signals (``sr_signals``): criterion and C_rate
-    definition, then the quantiles of the raw C_rate of decaying and of never-selected structures.
-    A C_rate that carries information separates the two."""
+    """One row per DPM run that recorded its signals (``sr_signals``): criterion and
+    Self-Rectifying knobs, then the quantiles of the raw C_rate of decaying and of never-selected
+    structures. A C_rate that carries information separates the two."""
     rows = []
     for _, r in records.iterrows():
         sig = r.get("sr_signals")
-        if not isinstance(sig, dict):
+        if not isinstance(sig, dict) or not sig:  # SP records have none
             continue
         knobs = describe(r["config"])
-        rows.append({"criterion": knobs["criterion"], "rate_reference": knobs["rate_reference"],
-                     "seed": r["seed"],
+        rows.append({**{k: knobs[k] for k in SR_KNOBS}, "seed": r["seed"],
                      **{f"{who} q{round(q * 100)}": v for who in ("decaying", "never_selected")
-                        for q, v in zip(sig["quantiles"], sig[who]["c_rate"])}})
+                        for q, v in zip(sig["quantiles"],
+                                        sig[who]["c_rate"] or [np.nan] * len(sig["quantiles"]))}})
     return pd.DataFrame(rows)
 
 

@@ -49,6 +49,7 @@ def test_self_rectifying_table_pairs_each_dpm_setting_with_sp_under_its_criterio
         r["config"]["options"]["criterion"] = criterion
         r["config_id"] += criterion
         return {**r, "final_val": val, "released": released, "importance_percentiles": pct,
+                "releases": [{}] * (released or 0),
                 "git": "abc1234"}
 
     rows = [rec("sp", s, 70.0 + s, c) for s in range(2) for c in ("l2", "random")]
@@ -61,3 +62,18 @@ def test_self_rectifying_table_pairs_each_dpm_setting_with_sp_under_its_criterio
     assert table.loc["random", "diff"] == pytest.approx(-3.5)  # (-4 + -3) / 2
     assert table.loc["random", "released_pct"] == 70.0 and table.loc["random", "seeds"] == 2
     assert table.loc["l2", "window"] == 10 and table.loc["l2", "released"] == 20
+
+
+def test_sr_signal_table_reads_the_recorded_quantiles_of_dpm_runs_only():
+    from dpm_lab.figures import sr_signal_table
+
+    dpm = _record("dpm", 0, 70.0, window=10)
+    dpm["sr_signals"] = {"quantiles": [0.1, 0.5, 0.9],
+                         "decaying": {"n": 5, "c_rate": [-0.5, 0.3, 0.9], "c_len": [1, 1, 1]},
+                         "never_selected": {"n": 0, "c_rate": None, "c_len": None}}
+    sp = {**_record("sp", 0, 70.0), "sr_signals": {}}
+    table = sr_signal_table(pd.DataFrame([dpm, sp]))
+    assert len(table) == 1 and table["window"].iloc[0] == 10
+    quantiles = table[["decaying q10", "decaying q50", "decaying q90"]].iloc[0].tolist()
+    assert quantiles == [-0.5, 0.3, 0.9]
+    assert table["never_selected q50"].isna().all()    # every structure was selected at some point
