@@ -13,7 +13,8 @@ there and Self-Rectifying reads the gradients there).
 The learning-rate schedule is stepped per iteration, and each epoch's batches come from a
 generator seeded by ``(seed, epoch)``. A checkpoint written after every epoch holds the model,
 optimiser, scheduler, RNG and hook states, so a run interrupted at any epoch boundary resumes to
-the same final weights as an uninterrupted one (tested).
+the same final weights as an uninterrupted one (tested). Checkpoints hold tensors and plain data
+only and are read without unpickling code (see :mod:`dpm_lab.checkpoint`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 
 
@@ -72,19 +74,25 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 class LRFactor:
-    """Learning-rate multiplier at an iteration (a picklable object, so it checkpoints cleanly)."""
+    """Learning-rate multiplier at an iteration.
+
+    ``LambdaLR.state_dict`` saves this object's attributes in the checkpoint, which holds plain
+    data only (see :mod:`dpm_lab.checkpoint`), so they are the plain values the schedule reads,
+    not the ``TrainConfig``.
+    """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
-        self.cfg, self.spe = cfg, steps_per_epoch
-        self.total = cfg.epochs * steps_per_epoch
+        self.schedule, self.gamma, self.milestones = cfg.schedule, cfg.gamma, list(cfg.milestones)
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = cfg.epochs * steps_per_epoch
 
     def __call__(self, it: int) -> float:
-        c, t = self.cfg, min(it / max(self.total, 1), 1.0)
-        if c.schedule == "constant":
+        t = min(it / max(self.total_steps, 1), 1.0)
+        if self.schedule == "constant":
             return 1.0
-        if c.schedule == "multistep":
-            return c.gamma ** sum(it >= m * self.spe for m in c.milestones)
-        if c.schedule == "cosine":
+        if self.schedule == "multistep":
+            return self.gamma ** sum(it >= m * self.steps_per_epoch for m in self.milestones)
+        if self.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * t))
         # one-cycle: linear warm-up over the first 30 % from lr/25, cosine down to lr/1e4.
         if t < 0.3:
@@ -157,7 +165,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     if resume and checkpoint and Path(checkpoint).exists():
-        _load_checkpoint(checkpoint, state, hooks)
+        _load_train_state(checkpoint, state, hooks)
     else:
         for h in hooks:
             h.on_fit_start(state)
@@ -207,21 +215,12 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
         for h in hooks:  # before the checkpoint, so what a hook adds to the history is kept
             h.on_epoch_end(state)
         if checkpoint:
-            _save_checkpoint(checkpoint, state, hooks)
+            _save_train_state(checkpoint, state, hooks)
     return state.history
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(path, state: TrainState, hooks) -> None:
-    atomic_save({
+def _save_train_state(path, state: TrainState, hooks) -> None:
+    save_checkpoint({
         "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(), "epoch": state.epoch, "step": state.step,
         "history": state.history, "rng_cpu": torch.get_rng_state(),
@@ -230,8 +229,8 @@ def _save_checkpoint(path, state: TrainState, hooks) -> None:
     }, path)
 
 
-def _load_checkpoint(path, state: TrainState, hooks) -> None:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+def _load_train_state(path, state: TrainState, hooks) -> None:
+    ck = load_checkpoint(path)
     state.model.load_state_dict(ck["model"])
     state.optimizer.load_state_dict(ck["optimizer"])
     state.scheduler.load_state_dict(ck["scheduler"])

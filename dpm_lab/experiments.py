@@ -27,7 +27,8 @@ from tqdm import tqdm
 from . import __version__
 from .config import Profile, get_profile
 from .data import TensorLoader, load_dataset, split_validation
-from .engine import atomic_save, default_device, evaluate, fit
+from .checkpoint import load_checkpoint, save_checkpoint
+from .engine import default_device, evaluate, fit
 from .metrics import example_input, macs_params
 from .models import get_model, input_size
 from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir
@@ -80,13 +81,13 @@ def train_dense(profile: Profile | str | None = None, seed: int = 0, *, results_
     model = get_model(profile.model, data.num_classes)
     finished = read_finished(record_path, config)
     if finished is not None and (run / "model.pt").exists():
-        model.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(load_checkpoint(run / "model.pt"))
         return model.to(device), finished
     t0 = time.time()
     history = fit(model, data.train, data.test, profile.dense, checkpoint=run / "train.ckpt",
                   resume=True, device=device, seed=seed, progress=progress, desc="dense",
                   val_loader=data.val)
-    atomic_save(model.state_dict(), run / "model.pt")
+    save_checkpoint(model.state_dict(), run / "model.pt")
     macs, params = macs_params(model, input_size(profile.model))
     record = make_record("dense", config=config, profile=profile.name, seed=seed,
                          dataset=profile.dataset, model=profile.model, history=history, macs=macs,
@@ -242,14 +243,14 @@ def _sparse_learning(res, model, data, *, runs_dir, device, progress) -> list[di
     sl_run = (_dirs(None, runs_dir)[1] / profile.name / "depgraph"
               / f"sl_{profile.model}_s{seed}_{config_hash(config)}")
     if (sl_run / "model.pt").exists():
-        model.load_state_dict(torch.load(sl_run / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(load_checkpoint(sl_run / "model.pt"))
         return json.loads((sl_run / "history.json").read_text())
     pruner = make_pruner(model, size, recipe.reg, recipe.normalizer, recipe.iterative_steps)
     history = fit(model, data.train, data.test, recipe.sparse_learning, [SparseLearning(pruner)],
                   checkpoint=sl_run / "train.ckpt", resume=True, device=device, seed=seed,
                   progress=progress, desc="sparse learning", val_loader=data.val)
     (sl_run / "history.json").write_text(json.dumps(history))
-    atomic_save(model.state_dict(), sl_run / "model.pt")
+    save_checkpoint(model.state_dict(), sl_run / "model.pt")
     return history
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from dpm_lab.checkpoint import load_checkpoint
 from dpm_lab.config import TrainConfig, get_profile
 from dpm_lab.engine import Hook, LRFactor, fit
 from dpm_lab.models import get_model
@@ -33,7 +34,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tmp_path):
     part = _model()
     with pytest.raises(KeyboardInterrupt):
         fit(part, train, test, cfg, hooks=[Interrupt(at=2)], checkpoint=ck, seed=1, progress=False)
-    assert torch.load(ck, weights_only=False)["epoch"] == 2  # a real resume, from epoch 2 of 3
+    assert load_checkpoint(ck)["epoch"] == 2  # a real resume, from epoch 2 of 3
     resumed = _model(seed=123)  # a fresh process would start from a different init
     h_res = fit(resumed, train, test, cfg, hooks=[Interrupt(at=-1)], checkpoint=ck, resume=True,
                 seed=1, progress=False)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from dpm_lab.checkpoint import load_checkpoint, save_checkpoint
 from dpm_lab.hosts import (DHSPG, ProgressiveSelector, SparseLearning, make_pruner,
                            progressive_prune, pruned_groups)
 from dpm_lab.metrics import macs_params
@@ -249,14 +250,15 @@ def test_dhspg_score_keeps_its_magnitude_term_when_groups_are_zero():
     assert magnitude[live].min() > 1e-3                # (a 1e-12 clamp left it at ~1e-13)
 
 
-def test_dhspg_state_survives_a_checkpoint():
+def test_dhspg_state_survives_a_checkpoint(tmp_path):
     a, _, opt_a, _ = _dhspg_run(steps=60)
     torch.manual_seed(0)
     b = TinyNet()
     groups_b = ChannelGroups(b, torch.randn(TINY), consumers=False)
     opt_b = DHSPG(b.parameters(), groups_b, lr=0.1, target_sparsity=0.5, lmbda=0.5, epsilon=0.9)
     b.load_state_dict(a.state_dict())
-    opt_b.load_state_dict(opt_a.state_dict())
+    save_checkpoint(opt_a.state_dict(), tmp_path / "opt.ckpt")  # plain data only, so it loads
+    opt_b.load_state_dict(load_checkpoint(tmp_path / "opt.ckpt"))
     assert opt_b.step_count == 60 and torch.equal(opt_b.redundant, opt_a.redundant)
     assert torch.equal(opt_b.zero, opt_a.zero)
 

@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 
+from dpm_lab.checkpoint import load_checkpoint
 from dpm_lab.config import TrainConfig
 from dpm_lab.engine import TrainState, fit, make_optimizer
 from dpm_lab.metrics import macs_params
@@ -310,7 +311,7 @@ def test_pruning_hook_state_survives_resume(loaders, tmp_path):
     full, sp_full = run(tmp_path / "a.ckpt", False)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b.ckpt", True)
-    assert torch.load(tmp_path / "b.ckpt", weights_only=False)["epoch"] == 1  # resumes mid-run
+    assert load_checkpoint(tmp_path / "b.ckpt")["epoch"] == 1  # resumes mid-run
     resumed, sp_res = run(tmp_path / "b.ckpt", False)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)

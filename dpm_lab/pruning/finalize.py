@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..metrics import example_input, macs_params
 
 
@@ -68,14 +69,23 @@ def finalize(model: nn.Module, pruner, input_size=(1, 3, 32, 32)):
 
 
 def save_pruned(path, model: nn.Module, history, **meta) -> None:
-    """Save a (possibly pruned) model as pruning history + state_dict + free-form metadata."""
-    torch.save({"history": history, "state_dict": model.state_dict(), **meta}, path)
+    """Save a (possibly pruned) model as pruning history + state_dict + metadata (plain values:
+    see :mod:`dpm_lab.checkpoint`), atomically."""
+    save_checkpoint({"history": _plain_history(history), "state_dict": model.state_dict(), **meta},
+                    path)
+
+
+def _plain_history(history) -> list:
+    # Torch-Pruning records [root name, out-channel flag, indices]; the indices are whatever the
+    # caller passed (tensor or numpy elements are possible), so store them as ints.
+    return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
 
 
 def load_pruned(path, model: nn.Module, input_size=(1, 3, 32, 32)) -> nn.Module:
     """Load into a fresh, unpruned ``model`` of the same architecture: replay the history, then
-    load the weights. Returns the model (modified in place)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    load the weights. Returns the model (modified in place). A file holding anything but weights
+    and plain data is refused (``ValueError``) without running it."""
+    ck = load_checkpoint(path)
     with torch.enable_grad():
         DG = tp.DependencyGraph().build_dependency(model, example_input(model, input_size),
                                                    verbose=False)
