@@ -6,6 +6,11 @@ grid is their Cartesian product. An option that does not apply to the chosen hos
 refused with one line saying why (``run``), or left out of the grid points it does not apply to,
 with a note (``sweep``). Every other bad value exits with status 2 and one line naming the value
 and what is allowed.
+
+``run`` and ``sweep`` also take an experiment file (``configs/``, see
+:mod:`dpm_lab.experiment_file`): its fields are the same options, a list being a grid axis, and
+options given beside the file replace the file's values of those fields. ``run`` builds the
+file's grid by the sweep's rules and refuses a file that expands to more than one run.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ _fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 _open_fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 _val_fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _speedup = _number(float, lambda v: v > 1, "a number > 1")
+_integer = _number(int, lambda v: True, "an integer")
+_real = _number(float, lambda v: True, "a number")
 
 
 def _on_off(text: str) -> bool:
@@ -64,7 +71,8 @@ RUN_OPTIONS = [
     (("--method", "--methods"), "method",
      dict(choices=ALL_METHODS, help="core: single-step | sp | dpm; hosts: host | sp | dpm "
                                     "(default dpm; a sweep: every method of the host)")),
-    (("--seed", "--seeds"), "seed", dict(type=int, help="random seed (default 0; a sweep: 0 1 2)")),
+    (("--seed", "--seeds"), "seed",
+     dict(type=_integer, help="random seed (default 0; a sweep: 0 1 2)")),
     (("--model",), "model", dict(choices=MODEL_NAMES, help="override the profile's model")),
     (("--data",), "dataset", dict(choices=DATASET_NAMES, help="override the profile's dataset")),
     (("--epochs",), "epochs", dict(type=_positive_int, help="epochs of the pruning phase "
@@ -98,8 +106,10 @@ RUN_OPTIONS = [
     (("--decay-steps",), "decay_steps",
      dict(type=_positive_int, help="N, optimiser steps for a selected channel to decay to zero "
                                    "(default: the profile's)")),
-    (("--t-rate",), "t_rate", dict(type=float, help=f"dpm: threshold on C_rate (default {SR_DEFAULTS['t_rate']})")),
-    (("--t-len",), "t_len", dict(type=float, help=f"dpm: threshold on C_len (default {SR_DEFAULTS['t_len']})")),
+    (("--t-rate",), "t_rate",
+     dict(type=_real, help=f"dpm: threshold on C_rate (default {SR_DEFAULTS['t_rate']})")),
+    (("--t-len",), "t_len",
+     dict(type=_real, help=f"dpm: threshold on C_len (default {SR_DEFAULTS['t_len']})")),
     (("--rule",), "rule", dict(choices=RULES, help="dpm: release when all or any signal is over "
                                                    f"its threshold (default {SR_DEFAULTS['rule']})")),
     (("--window",), "window", dict(type=_positive_int, help="dpm: steps of the moving average of "
@@ -140,6 +150,12 @@ def _places(p: argparse.ArgumentParser) -> None:
                    help="where checkpoints go (default: $DPM_LAB_HOME/runs, else ./runs)")
 
 
+def _experiment_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", default=None,
+                   help="an experiment file (TOML, see configs/README.md), given first; options "
+                        "given beside it replace the file's values of those fields")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dpm_lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -154,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
 
     run = sub.add_parser("run", help="dense (reused) -> prune with a method -> train -> record")
+    _experiment_file(run)
     _places(run)
     for flags, dest, kw in RUN_OPTIONS:
         run.add_argument(*flags, dest=dest, default=None, **kw)
@@ -163,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="every combination of the given values, resumable: "
                                          "finished runs are read back")
+    _experiment_file(sweep)
     _places(sweep)
     for flags, dest, kw in RUN_OPTIONS:
         sweep.add_argument(*flags, dest=dest, default=None, nargs="+", **kw)
@@ -212,7 +230,7 @@ def _dispatch(args) -> int:
     dirs = {k: v for k, v in (("results_dir", args.results_dir), ("runs_dir", args.runs_dir)) if v}
     common = dict(device=args.device, data_root=args.data_root, **dirs)
     if args.command == "sweep":
-        specs = _sweep_specs(args)
+        specs = _grid_of(args.file, _given_axes(args), sweep=True)
         records = experiments.sweep(specs, **common)
         import pandas as pd
         print(figures.summarize(pd.DataFrame(records)).to_string(index=False))
@@ -227,7 +245,7 @@ def _dispatch(args) -> int:
         seed = 0 if args.seed is None else args.seed
         _, record = experiments.train_dense(profile.with_(**changes), seed, **common)
     else:
-        record = experiments.run(RunSpec(profile=args.profile, **_spec_fields(args)), **common)
+        record = experiments.run(_run_spec(args), **common)
     val = "" if record.get("final_val") is None else f", validation {record['final_val']:.2f}%"
     print(f"{record['kind']} {record['model']} on {record['dataset']} ({record['profile']}, seed "
           f"{record['seed']}, run {record['run_id']}): final top-1 {record['final_top1']:.2f}% "
@@ -238,20 +256,62 @@ def _dispatch(args) -> int:
     return 0
 
 
-def _sweep_specs(args) -> list[RunSpec]:
-    """The grid of a sweep. Unless given, methods default to every method of each host and
-    seeds to 0 1 2. An option that does not apply to a grid point (an SR threshold for
-    single-step, say) is left out of that point, and duplicates are merged."""
+def _run_spec(args) -> RunSpec:
+    """The one run of ``run``: from its options, or from an experiment file and the options
+    given beside it, whose grid must then hold exactly one run."""
+    if args.file is None:
+        return RunSpec(profile=args.profile, **_spec_fields(args))
+    axes = _given_axes(args)
+    specs = _grid_of(args.file, axes, sweep=False)
+    if len(specs) != 1:
+        lists = [name for name, values in axes.items() if len(values) > 1]
+        raise ValueError(f"{args.file} expands to {len(specs)} runs (lists: {', '.join(lists)}) "
+                         "and run takes one: give one value of each list beside the file, "
+                         "e.g. --seed 0, or use sweep")
+    return specs[0]
+
+
+def _given_axes(args) -> dict[str, list]:
+    """Every run field given, each as a list of values: the experiment file's, if any, with the
+    command line's values replacing the file's."""
+    given = _spec_fields(args)
+    if args.command == "run":
+        given = {name: [value] for name, value in given.items()}
+    if args.profile is not None:
+        given["profile"] = [args.profile]
+    if args.file is None:
+        return given
+    from .experiment_file import load_experiment
+
+    return {**load_experiment(args.file), **given}
+
+
+def _grid_of(file: str | None, axes: dict[str, list], sweep: bool) -> list[RunSpec]:
+    """The grid of ``axes``; an error of one of its runs names the experiment file, if any."""
+    try:
+        return _sweep_specs(axes, sweep)
+    except ValueError as err:
+        if file is None:
+            raise
+        raise ValueError(f"{file}: {err}") from None
+
+
+def _sweep_specs(axes: dict[str, list], sweep: bool) -> list[RunSpec]:
+    """The grid of ``axes`` (field -> values). Unless given, methods default to every method of
+    each host and seeds to 0 1 2 in a sweep, and to RunSpec's (dpm, seed 0) for ``run`` from a
+    file. An option that does not apply to a grid point (an SR threshold for single-step, say)
+    is left out of that point, with a note, and duplicates are merged."""
     from .runspec import grid, resolve
 
-    axes = _spec_fields(args)
-    axes.setdefault("seed", [0, 1, 2])
+    axes = dict(axes)
+    if sweep:
+        axes.setdefault("seed", [0, 1, 2])
     hosts = axes.pop("host", ["core"])
-    methods = axes.pop("method", None)
+    methods = axes.pop("method", None if sweep else [RunSpec.method])
     specs, seen, dropped = [], set(), set()
     for host in hosts:
         for method in methods or METHODS[host]:
-            for spec in grid(RunSpec(host=host, method=method, profile=args.profile), **axes):
+            for spec in grid(RunSpec(host=host, method=method), **axes):
                 spec = _drop_inapplicable(spec, dropped)
                 key = resolve(spec).run_id
                 if key not in seen:
