@@ -120,7 +120,7 @@ def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: boo
     return path
 
 
-SR_KNOBS = ("criterion", "t_rate", "t_len", "rule", "window", "rate_reference")
+SR_KNOBS = ("target", "criterion", "t_rate", "t_len", "rule", "window", "rate_reference")
 
 
 def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> pd.DataFrame:
