@@ -43,21 +43,11 @@ SECTIONS = ("4.1", "4.2", "4.3", "4.4", "5.5")
 EVIDENCE = ("P", "C", "S", "SEED", "I")  # the labels of ALGORITHMS.md §0
 CHECKED_VOCABULARY = {"section": SECTIONS, "evidence": EVIDENCE, "metric": tuple(METRICS),
                       "unit": UNITS}
-PACKAGE_CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def paper_results_path() -> Path:
-    """``data/paper_results.csv`` of the repository: looked for from the working directory
-    upwards, as :func:`dpm_lab.paths.reference_dir` finds the reference folder, then in the
-    checkout the package was loaded from (so an editable install finds it from anywhere)."""
-    tried = [base / "data" / FILE_NAME for base in paths._ancestors()]
-    tried.append(PACKAGE_CHECKOUT / "data" / FILE_NAME)
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"{FILE_NAME} not found; looked at: {', '.join(map(str, dict.fromkeys(tried)))}. It ships "
-        "in the repository's data/ folder: run from a checkout, or pass path=")
+    """``data/paper_results.csv`` of the repository (see :func:`dpm_lab.paths.repository_file`)."""
+    return paths.repository_file(f"data/{FILE_NAME}")
 
 
 def _describe(table, index: int) -> str:

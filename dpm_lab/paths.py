@@ -43,6 +43,22 @@ def _ancestors() -> list[Path]:
     return [cwd, *cwd.parents]
 
 
+PACKAGE_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def repository_file(relative: str) -> Path:
+    """A file committed in the repository (e.g. ``data/paper_results.csv``), looked for from the
+    working directory upwards, then in the checkout the package was loaded from (so an editable
+    install finds it from anywhere). ``FileNotFoundError`` lists every path tried."""
+    tried = [base / relative for base in _ancestors()] + [PACKAGE_CHECKOUT / relative]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{relative} not found; looked at: {', '.join(map(str, dict.fromkeys(tried)))}. It ships "
+        "in the repository: run from a checkout, or pass the path explicitly")
+
+
 def reference_dir(kind: str = "results") -> Path | None:
     """The repository's committed reference folder (``results/reference`` or
     ``figures/reference``), found from the working directory upwards; ``None`` outside a
