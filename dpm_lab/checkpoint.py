@@ -41,7 +41,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path} contains objects that are not weights (only tensors and plain "
-                         "containers are loaded); refused without running any of it") from e
+                         "containers are loaded); refused without running any of it. A resume "
+                         "checkpoint written before dpm_lab saved plain state is of this kind: "
+                         "delete it to start that run over") from e
 
 
 def _check_plain(obj, where: str) -> None:

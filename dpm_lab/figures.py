@@ -255,9 +255,12 @@ def _finish(fig, out, show: bool):
 
 
 def groups_table(groups) -> pd.DataFrame:
-    """One row per dependency group of a ``ChannelGroups``: root layer, channels (structures),
-    first global structure id, and the coupled layers whose slices a structure spans."""
-    return pd.DataFrame([{"root": g.root, "channels": g.size, "first_id": g.offset,
+    """One row per dependency group of a ``ChannelGroups``: root layer, channels, structures
+    (fewer than channels where a member splits them into ``blocks``: grouped convs, attention
+    heads), first global structure id, whether removing zeroed structures is ``exact`` (no
+    LayerNorm or attention mixes the channels), and the coupled layers a structure spans."""
+    return pd.DataFrame([{"root": g.root, "channels": g.channels, "structures": g.size,
+                          "blocks": g.ch_groups, "exact": g.exact, "first_id": g.offset,
                           "coupled_layers": len(g.members), "members": ", ".join(g.members)}
                          for g in groups.groups])
 

@@ -2,10 +2,11 @@
 networks, so experiments never depend on downloaded weights or ad-hoc constructors."""
 
 from torch import nn
-from torchvision.models import resnet50
+from torchvision.models import mobilenet_v2, resnet50
 
 from .cifar_resnet import CifarResNet
 from .vgg import CifarVGG
+from .vit import vit_tiny
 
 
 def _resnet50_cifar(num_classes: int) -> nn.Module:
@@ -27,6 +28,9 @@ _BUILDERS = {
     "vgg19_bn": lambda n: CifarVGG(19, n),
     "resnet50": lambda n: resnet50(weights=None, num_classes=n),
     "resnet50_cifar": _resnet50_cifar,
+    # beyond the papers' models: depthwise convolutions, and attention with LayerNorm (notebook 10)
+    "mobilenet_v2": lambda n: mobilenet_v2(weights=None, num_classes=n),
+    "vit_tiny": vit_tiny,
 }
 MODEL_NAMES = tuple(_BUILDERS)
 

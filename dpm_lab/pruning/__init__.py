@@ -24,7 +24,8 @@ generated data; the README shows it on CIFAR-10):
 True
 """
 from .decay import DECAYING, FREE, PRUNED, RELEASED, SmoothPruning
-from .finalize import effective_macs_params, finalize, load_pruned, remove_channels, save_pruned
+from .finalize import (effective_macs_params, finalize, load_pruned, removal_check,
+                       remove_channels, save_pruned)
 from .groups import ChannelGroups, output_layer
 from .rectify import SelfRectifying
 from .selection import (CRITERIA, ChannelRatio, MacsTarget, accumulate_gradients, make_importance,
@@ -34,4 +35,4 @@ from .single_step import single_step_prune
 __all__ = ["ChannelGroups", "output_layer", "ChannelRatio", "MacsTarget", "CRITERIA",
            "make_importance", "scores", "accumulate_gradients", "select", "SmoothPruning",
            "SelfRectifying", "single_step_prune", "remove_channels", "effective_macs_params",
-           "finalize", "save_pruned", "load_pruned", "FREE", "DECAYING", "PRUNED", "RELEASED"]
+           "finalize", "removal_check", "save_pruned", "load_pruned", "FREE", "DECAYING", "PRUNED", "RELEASED"]

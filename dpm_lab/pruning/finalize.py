@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..metrics import example_input, macs_params
+from ..metrics import example_input, latency_ms, macs_params
 
 
 def _out_handler(module: nn.Module):
@@ -66,6 +66,34 @@ def finalize(model: nn.Module, pruner, input_size=(1, 3, 32, 32)):
     history = remove_channels(model, pruner.groups.split(pruner.pruned_ids()), input_size)
     pruner.detach()
     return model, history
+
+
+@torch.no_grad()
+def removal_check(dense: nn.Module, model: nn.Module, pruner, test_loader,
+                  input_size=(1, 3, 32, 32), batch_size: int = 128) -> dict:
+    """:func:`finalize` ``model`` (its pruner finished decaying), measuring what removal changes.
+
+    Returns the largest change of the logits on the first test batch (eval mode; zero up to
+    rounding for groups marked ``exact``), top-1 on the test set before and after, and the MACs
+    and CPU/GPU latency (:func:`dpm_lab.metrics.latency_ms` at ``batch_size``) of the ``dense``
+    model and the pruned one, with their ratios.
+    """
+    from ..engine import evaluate
+
+    x = next(iter(test_loader))[0].to(next(model.parameters()).device)
+    model.eval()
+    before, top1_soft = model(x), evaluate(model, test_loader)
+    finalize(model, pruner, input_size)
+    model.eval()
+    change = (model(x) - before).abs().max().item()
+    hw = tuple(input_size[2:])
+    dense_macs, pruned_macs = macs_params(dense, input_size)[0], macs_params(model, input_size)[0]
+    dense_ms = latency_ms(dense, batch_size, hw)
+    pruned_ms = latency_ms(model, batch_size, hw)
+    return {"max_output_change": change, "top1_soft": top1_soft,
+            "top1_removed": evaluate(model, test_loader), "dense_macs": dense_macs,
+            "macs": pruned_macs, "macs_ratio": pruned_macs / dense_macs, "dense_ms": dense_ms,
+            "ms": pruned_ms, "latency_ratio": pruned_ms / dense_ms}
 
 
 def save_pruned(path, model: nn.Module, history, **meta) -> None:

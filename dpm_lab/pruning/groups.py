@@ -1,15 +1,22 @@
 """Channel groups: Torch-Pruning's dependency groups turned into flat index tensors.
 
-A *structure* is one channel of one dependency group: every parameter slice that must vanish
-together when that channel is removed (a conv's output filter and bias, the following BN's γ and β,
-the consumers' input columns, and across residual adds all coupled layers). Structures are
-numbered globally ``0..S-1``, group by group.
+A *structure* is the smallest unit of one dependency group that can be removed: every parameter
+slice that must vanish together (a conv's output filter and bias, the following BN's γ and β, the
+consumers' input columns, and across residual adds all coupled layers). Usually that is one
+channel. Where a member layer splits its channels into blocks that must stay equal in size
+(grouped convolutions, GroupNorm, attention heads), Torch-Pruning removes the same position from
+every block, so a structure is that position in every block: ``ch_groups`` channels
+``{j + k * size}``. Structures are numbered globally ``0..S-1``, group by group.
 
 For fast per-step work (Smooth Pruning, Self-Rectifying) we keep, per touched parameter tensor
 and dimension, an ``owner`` vector mapping each index along that dimension to its structure id
 (``S`` = owned by none). Then, for any per-structure factor vector, one gather and one in-place
 multiply per parameter rescale every structure at once, and one ``index_add_`` per parameter
 computes every structure's squared L2 norm. No Python loop over channels or groups per step.
+
+Which slices a layer contributes is read from the Torch-Pruning pruning function that the
+dependency graph assigns it (:func:`_slices`), one case per function class; a layer with
+parameters that no case covers is refused by name rather than silently left half-decayed.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch_pruning as tp
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch_pruning.pruner import function as tpf
 
 
 @dataclass
@@ -27,9 +34,16 @@ class Group:
     """One dependency group, rooted at a conv/linear layer's output channels."""
 
     root: str                 # module name of the root layer
-    size: int                 # number of channels (structures) in the group
-    offset: int               # global id of its channel 0
+    size: int                 # number of structures in the group
+    offset: int               # global id of its structure 0
     members: list[str]        # names of the coupled layers, for display
+    ch_groups: int = 1        # channel blocks; a structure is one position in every block
+    exact: bool = True        # removing zeroed structures leaves the function unchanged
+
+    @property
+    def channels(self) -> int:
+        """Channels of the root layer in the group: ``size * ch_groups``."""
+        return self.size * self.ch_groups
 
 
 @dataclass
@@ -37,15 +51,30 @@ class _Entry:
     """One parameter tensor, along one dimension, with the structure owning each index."""
 
     param: nn.Parameter
-    dim: int                  # 0: output rows; 1: input columns
+    dim: int                  # the dimension whose indices the structures own
     owner: torch.Tensor       # long [param.shape[dim]], values in 0..S (S = none)
+    producer: bool = True     # slices that make the channel (rows, biases, γ/β, embeddings);
+    #                           False: a consumer's input columns, which only read it
     bn: bool = False          # a normalisation layer's γ or β (the channel's scale)
 
-    @property
-    def producer(self) -> bool:
-        """Output rows, biases and BN γ/β: the slices that make the channel. The consumers'
-        input columns (``dim == 1``) only read it."""
-        return self.dim == 0
+
+@dataclass
+class _Slice:
+    """What one group member cuts: ``param`` along ``dim`` at ``positions``; position ``i``
+    belongs to the member's channel ``idxs[item[i]]``."""
+
+    param: nn.Parameter
+    dim: int
+    positions: torch.Tensor
+    item: torch.Tensor
+    producer: bool = True
+    norm: bool = False
+
+
+# Normalisations whose statistics run over the pruned dimension: a zeroed channel still counts
+# in the mean and variance until it is removed, so removal changes the outputs (LayerNorm,
+# GroupNorm). BatchNorm and InstanceNorm normalise each channel alone.
+_MIXING_NORMS = (tpf.LayernormPruner, tpf.GroupNormPruner)
 
 
 def output_layer(model: nn.Module) -> nn.Module:
@@ -56,19 +85,97 @@ def output_layer(model: nn.Module) -> nn.Module:
     return linears[-1]
 
 
-def _slices(module: nn.Module, handler) -> list[tuple[nn.Parameter, int]]:
-    """The (parameter, dim) pairs a Torch-Pruning handler would cut in ``module``."""
-    name = getattr(handler, "__name__", "")
-    if isinstance(module, _BatchNorm):
-        return [(p, 0) for p in (module.weight, module.bias) if p is not None]
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
-            raise NotImplementedError(f"grouped convolution {module} is not supported yet")
-        if name == "prune_out_channels":
-            return [(p, 0) for p in (module.weight, module.bias) if p is not None]
-        if name == "prune_in_channels":
-            return [(module.weight, 1)]
-    return []  # parameter-free nodes (adds, ReLUs, reshapes) and unsupported layers
+def _along(param, dim, idxs, producer=True, norm=False, positions=None) -> _Slice:
+    item = torch.arange(len(idxs))
+    return _Slice(param, dim % param.dim(), idxs if positions is None else positions, item,
+                  producer, norm)
+
+
+def _slices(module, handler, idxs: torch.Tensor, name: str, pruning_dim: int = -1) -> list[_Slice]:
+    """The parameter slices Torch-Pruning's ``handler`` cuts when it removes channels ``idxs``
+    of ``module``: one case per pruning-function class of ``torch_pruning.pruner.function``.
+    ``pruning_dim``: the graph node's (where an unwrapped parameter or a LayerNorm is cut)."""
+    fn = getattr(handler, "__self__", None)
+    out = getattr(handler, "__name__", "") == "prune_out_channels"
+    own = [p for p in module.parameters(recurse=False)] if isinstance(module, nn.Module) else []
+    if isinstance(fn, tpf.DepthwiseConvPruner):  # in and out channel are one: the filter row
+        return [_along(p, 0, idxs) for p in own]
+    if isinstance(fn, tpf.ConvPruner):
+        w, b = module.weight, module.bias
+        rows = 1 if module.transposed else 0
+        if out:
+            return [_along(w, rows, idxs)] + ([_along(b, 0, idxs)] if b is not None else [])
+        # a grouped conv's weight holds in_channels / groups columns, the same in every block
+        return [_along(w, 1 - rows, idxs, producer=False,
+                       positions=idxs % (module.in_channels // module.groups))]
+    if isinstance(fn, tpf.LinearPruner):
+        if out:
+            return [_along(p, 0, idxs) for p in own]
+        return [_along(module.weight, 1, idxs, producer=False)]
+    if isinstance(fn, (tpf.BatchnormPruner, tpf.InstanceNormPruner, tpf.GroupNormPruner,
+                       tpf.PReLUPruner)):
+        if isinstance(fn, tpf.PReLUPruner) and module.num_parameters == 1:
+            return []
+        return [_along(p, 0, idxs, norm=True) for p in own]
+    if isinstance(fn, tpf.LayernormPruner):
+        if len(module.normalized_shape) < -pruning_dim:
+            return []
+        return [_along(p, pruning_dim, idxs, norm=True) for p in own]
+    if isinstance(fn, tpf.EmbeddingPruner):
+        return [_along(module.weight, 1, idxs)]
+    if isinstance(fn, tpf.ParameterPruner):  # an unwrapped nn.Parameter (ViT's class token)
+        return [_along(module, pruning_dim, idxs)]
+    if isinstance(fn, tpf.MultiheadAttentionPruner):
+        return _attention_slices(module, idxs)
+    if own:
+        raise NotImplementedError(
+            f"layer {name!r} ({type(module).__name__}) is in a dependency group, but dpm_lab "
+            f"cannot decay its parameters (pruning function {type(fn).__name__}): pass it in "
+            f"ignored_layers=[model.{name}] to leave its group out, or open an issue")
+    return []  # parameter-free nodes: adds, activations, reshapes, concatenations
+
+
+def _attention_slices(mha: nn.MultiheadAttention, idxs: torch.Tensor) -> list[_Slice]:
+    """``nn.MultiheadAttention`` pruned along its embedding dimension, as Torch-Pruning's
+    ``MultiheadAttentionPruner`` does: channel ``i`` is row ``i`` of each of q, k and v in the
+    packed input projection, column ``i`` of it, and row and column ``i`` of the output
+    projection."""
+    E, n = mha.embed_dim, len(idxs)
+    qkv_rows = torch.cat([idxs, idxs + E, idxs + 2 * E])
+    qkv_item = torch.arange(n).repeat(3)
+    out = []
+    for p, producer in ((mha.in_proj_weight, True), (mha.in_proj_bias, True)):
+        if p is not None:
+            out.append(_Slice(p, 0, qkv_rows, qkv_item, producer))
+    if mha.in_proj_weight is not None:
+        out.append(_along(mha.in_proj_weight, 1, idxs, producer=False))
+    for p in (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight):
+        if p is not None:
+            out.append(_along(p, 0, idxs))
+    for p in (mha.bias_k, mha.bias_v):
+        if p is not None:
+            out.append(_along(p, 2, idxs))
+    proj = mha.out_proj
+    out.append(_along(proj.weight, 0, idxs))
+    if proj.bias is not None:
+        out.append(_along(proj.bias, 0, idxs))
+    out.append(_along(proj.weight, 1, idxs, producer=False))
+    return out
+
+
+def _channel_groups(module, handler) -> int:
+    """Blocks a layer splits the group's channels into, as Torch-Pruning's ``BasePruner``
+    counts them (grouped convs, GroupNorm; depthwise convs are one channel per block and need
+    none); attention splits its embedding into heads."""
+    fn = getattr(handler, "__self__", None)
+    if isinstance(fn, tpf.MultiheadAttentionPruner):
+        return module.num_heads
+    if isinstance(fn, tpf.DepthwiseConvPruner) or not hasattr(fn, "get_out_channel_groups"):
+        return 1
+    if isinstance(module, nn.Conv2d) and module.groups == module.out_channels:
+        return 1  # Torch-Pruning's BasePruner skips these too
+    out = getattr(handler, "__name__", "") == "prune_out_channels"
+    return fn.get_out_channel_groups(module) if out else fn.get_in_channel_groups(module)
 
 
 class ChannelGroups:
@@ -85,40 +192,55 @@ class ChannelGroups:
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, ignored_layers=None,
-                 consumers: bool = True):
+                 consumers: bool = True, unwrapped_parameters=None):
         self.model, self.consumers = model, consumers
         self.names = {m: n for n, m in model.named_modules()}
+        self.names.update({p: n for n, p in model.named_parameters()})
         ignored = list(ignored_layers) if ignored_layers is not None else [output_layer(model)]
         with torch.enable_grad():
-            self.DG = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
+            self.DG = tp.DependencyGraph().build_dependency(
+                model, example_inputs, verbose=False, unwrapped_parameters=unwrapped_parameters)
         self.groups_tp = list(self.DG.get_all_groups(ignored_layers=ignored,
                                                      root_module_types=[nn.Conv2d, nn.Linear]))
         self.groups: list[Group] = []
         entries: dict[tuple[int, int], _Entry] = {}
         offset = 0
         for g in self.groups_tp:
-            size = len(g[0].idxs)
-            members = []
+            ch_groups = max(_channel_groups(item.dep.target.module, item.dep.handler) for item in g)
+            channels = len(g[0].idxs)
+            if channels % ch_groups:
+                raise NotImplementedError(f"group rooted at {self.names[g[0].dep.target.module]} has "
+                                          f"{channels} channels, not a multiple of its {ch_groups} "
+                                          "channel blocks")
+            size = channels // ch_groups
+            members, exact = [], True
             for item in g:
                 module = item.dep.target.module
-                slices = [(p, dim) for p, dim in _slices(module, item.dep.handler)
-                          if consumers or dim == 0]
+                idxs = torch.as_tensor(item.idxs, dtype=torch.long)
+                # root channel r is position r % size of its block: structure offset + r % size
+                structure = offset + torch.as_tensor(item.root_idxs, dtype=torch.long) % size
+                slices = [sl for sl in _slices(module, item.dep.handler, idxs,
+                                               self.names.get(module, ""), item.dep.target.pruning_dim)
+                          if consumers or sl.producer]
                 if not slices:
                     continue
                 members.append(self.names[module])
-                idxs = torch.as_tensor(item.idxs, dtype=torch.long)
-                structure = offset + torch.as_tensor(item.root_idxs, dtype=torch.long)
-                for p, dim in slices:
-                    key = (id(p), dim)
+                exact &= not isinstance(item.dep.handler.__self__,
+                                        _MIXING_NORMS + (tpf.MultiheadAttentionPruner,))
+                for sl in slices:
+                    key = (id(sl.param), sl.dim)
                     if key not in entries:
-                        entries[key] = _Entry(p, dim, torch.full((p.shape[dim],), -1, dtype=torch.long),
-                                              bn=isinstance(module, _BatchNorm))
-                    owner = entries[key].owner
-                    clash = (owner[idxs] >= 0) & (owner[idxs] != structure)
+                        entries[key] = _Entry(sl.param, sl.dim,
+                                              torch.full((sl.param.shape[sl.dim],), -1, dtype=torch.long),
+                                              producer=sl.producer, bn=sl.norm)
+                    owner, want = entries[key].owner, structure[sl.item]
+                    clash = (owner[sl.positions] >= 0) & (owner[sl.positions] != want)
                     if clash.any():
-                        raise NotImplementedError(f"{self.names[module]} dim {dim} is shared by two groups")
-                    owner[idxs] = structure
-            self.groups.append(Group(self.names[g[0].dep.target.module], size, offset, members))
+                        raise NotImplementedError(f"{self.names[module]} dim {sl.dim} is shared by "
+                                                  "two structures")
+                    owner[sl.positions] = want
+            self.groups.append(Group(self.names[g[0].dep.target.module], size, offset, members,
+                                     ch_groups, exact))
             offset += size
         self.num_structures = offset
         self.entries = list(entries.values())
@@ -228,23 +350,28 @@ class ChannelGroups:
     def importance(self, importance) -> torch.Tensor:
         """Scores of all structures (``[S]``) from a Torch-Pruning importance object, group by group.
         Higher = more important. Gradient-based importances need ``.grad`` populated first."""
-        scores = [importance(g).detach().float().reshape(-1) for g in self.groups_tp]
+        scores = [importance(g).detach().float().reshape(meta.ch_groups, meta.size).mean(0)
+                  for g, meta in zip(self.groups_tp, self.groups)]
         return torch.cat(scores).cpu()
 
     def structure_ids(self, root: str, idxs) -> torch.Tensor:
-        """Global structure ids of channels ``idxs`` of the group rooted at layer ``root``."""
-        offsets = {g.root: g.offset for g in self.groups}
-        if root not in offsets:
-            raise KeyError(f"{root!r} roots no group here; roots: {', '.join(offsets)}")
-        return offsets[root] + torch.as_tensor(list(idxs), dtype=torch.long)
+        """Global structure ids (sorted, unique) of channels ``idxs`` of the group rooted at
+        layer ``root``."""
+        by_root = {g.root: g for g in self.groups}
+        if root not in by_root:
+            raise KeyError(f"{root!r} roots no group here; roots: {', '.join(by_root)}")
+        g = by_root[root]
+        return (g.offset + torch.as_tensor(list(idxs), dtype=torch.long) % g.size).unique()
 
     def split(self, structure_ids) -> dict[str, list[int]]:
-        """``{root layer name: sorted channel indices}`` for a set of structure ids."""
+        """``{root layer name: sorted channel indices}`` for a set of structure ids (a structure
+        of a group with channel blocks is its position in every block)."""
         ids = np.asarray(sorted(int(i) for i in structure_ids), dtype=np.int64)
         out = {}
         for g in self.groups:
             sel = ids[(ids >= g.offset) & (ids < g.offset + g.size)] - g.offset
             if len(sel):
-                out[g.root] = sel.tolist()
+                blocks = np.arange(g.ch_groups)[:, None] * g.size
+                out[g.root] = np.sort((sel[None, :] + blocks).ravel()).tolist()
         return out
 
