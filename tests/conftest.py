@@ -2,7 +2,9 @@
 import pytest
 import torch
 
+from dpm_lab.config import TrainConfig
 from dpm_lab.data import SLICE_FILE, TensorLoader, data_roots, synthetic_dataset
+from dpm_lab.engine import TrainState, make_optimizer
 
 
 @pytest.fixture
@@ -50,3 +52,27 @@ def calibrate_bn(model: torch.nn.Module, input_size, batches: int = 2, seed: int
     for _ in range(batches):
         model(torch.randn(8, *input_size[1:], generator=g).to(dtype))
     model.eval()
+
+
+class Stepper:
+    """A bare training loop on random batches that calls a hook like the engine does."""
+
+    def __init__(self, model, lr=0.05, momentum=0.9, weight_decay=5e-4, seed=0,
+                 dtype=torch.float32, input_shape=(3, 32, 32), batch_size=8):
+        cfg = TrainConfig(epochs=1, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.model = model
+        self.opt = make_optimizer(model, cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: 1.0)
+        self.state = TrainState(model, self.opt, sched, cfg, steps_per_epoch=1)
+        self.g = torch.Generator().manual_seed(seed)
+        self.dtype, self.input_shape, self.batch_size = dtype, tuple(input_shape), batch_size
+
+    def step(self, hook=None):
+        x = torch.randn(self.batch_size, *self.input_shape, generator=self.g).to(self.dtype)
+        y = torch.randint(0, 10, (self.batch_size,), generator=self.g)
+        self.opt.zero_grad()
+        torch.nn.functional.cross_entropy(self.model(x), y).backward()
+        self.opt.step()
+        if hook:
+            hook.after_step(self.state)
+        self.state.step += 1

@@ -6,14 +6,14 @@ import torch
 
 from dpm_lab.checkpoint import load_checkpoint
 from dpm_lab.config import TrainConfig
-from dpm_lab.engine import TrainState, fit, make_optimizer
+from dpm_lab.engine import fit
 from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model, input_size
 from dpm_lab.pruning import (DECAYING, PRUNED, ChannelGroups, ChannelRatio, MacsTarget,
                              SelfRectifying, SmoothPruning, effective_macs_params, finalize,
                              load_pruned, make_importance, save_pruned, scores, select,
                              single_step_prune)
-from conftest import calibrate_bn, randomize_bn
+from conftest import Stepper, calibrate_bn, randomize_bn
 
 NEVER = 10**9  # a selection round that never comes: the test starts decays by hand
 
@@ -27,30 +27,6 @@ def _setup(name="resnet20", seed=0, dtype=torch.float32, **sp):
     pruner = SmoothPruning(groups, sp.pop("target", ChannelRatio(0.5)), sp.pop("N", 4),
                            rounds=sp.pop("rounds", [NEVER]), **sp)
     return model, groups, pruner
-
-
-class Stepper:
-    """A bare training loop that calls the hook like the engine does."""
-
-    def __init__(self, model, lr=0.05, momentum=0.9, weight_decay=5e-4, seed=0,
-                 dtype=torch.float32):
-        cfg = TrainConfig(epochs=1, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.model = model
-        self.opt = make_optimizer(model, cfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: 1.0)
-        self.state = TrainState(model, self.opt, sched, cfg, steps_per_epoch=1)
-        self.g = torch.Generator().manual_seed(seed)
-        self.dtype = dtype
-
-    def step(self, hook=None):
-        x = torch.randn(8, 3, 32, 32, generator=self.g).to(self.dtype)
-        y = torch.randint(0, 10, (8,), generator=self.g)
-        self.opt.zero_grad()
-        torch.nn.functional.cross_entropy(self.model(x), y).backward()
-        self.opt.step()
-        if hook:
-            hook.after_step(self.state)
-        self.state.step += 1
 
 
 def _structure_slices(groups, s):

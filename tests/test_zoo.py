@@ -23,10 +23,9 @@ import torch.nn as nn
 import torch_pruning as tp
 import torchvision
 
-from dpm_lab.config import TrainConfig
-from dpm_lab.engine import TrainState, make_optimizer
 from dpm_lab.metrics import macs_params
 from dpm_lab.pruning import ChannelGroups, ChannelRatio, SmoothPruning, finalize, scores, select
+from conftest import Stepper, calibrate_bn
 
 NEVER = 10**9
 
@@ -68,19 +67,6 @@ def _classifier(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
 
 
-@torch.no_grad()
-def _calibrate(model: nn.Module, size) -> None:
-    """BN running statistics from train-mode passes, so eval outputs are O(1) (default
-    statistics make deep nets' outputs vanish, where an absolute tolerance means nothing)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    model(torch.randn(4, *size[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
-    model.eval()
-
-
 def _tp_prunes(name: str) -> bool:
     model, size = _build(name)
     model.float()
@@ -112,20 +98,12 @@ def _decay(model, size, N: int, exact_only: bool):
     if exact_only:
         exact = torch.tensor([g.exact for g in groups.groups])
         ids = ids[exact[groups.group_of[ids]]]
-    cfg = TrainConfig(epochs=1, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    opt = make_optimizer(model, cfg)
-    state = TrainState(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), cfg,
-                       steps_per_epoch=1)
-    pruner.start_decay(ids, opt)
-    g = torch.Generator().manual_seed(2)
+    run = Stepper(model, lr=0.01, seed=2, dtype=torch.float64, input_shape=size[1:],
+                  batch_size=2)
+    pruner.start_decay(ids, run.opt)
     model.train()
     for _ in range(N - 1):  # the first application came with start_decay
-        x = torch.randn(2, *size[1:], dtype=torch.float64, generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), torch.randint(0, 10, (2,), generator=g)).backward()
-        opt.step()
-        pruner.after_step(state)
-        state.step += 1
+        run.step(pruner)
     return groups, pruner
 
 
@@ -136,7 +114,7 @@ def test_zoo_model_decays_and_removes_exactly(name, N):
     groups, pruner = _decay(model, size, N, exact_only=True)
     assert len(pruner.pruned_ids()) > 0 and len(pruner.decaying_ids()) == 0
     assert (groups.squared_norms()[pruner.pruned_ids()] == 0).all()
-    _calibrate(model, size)
+    calibrate_bn(model, size, dtype=torch.float64)
     x = torch.randn(2, *size[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         soft = model(x)

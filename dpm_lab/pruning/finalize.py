@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..engine import evaluate
 from ..metrics import example_input, latency_ms, macs_params
 
 
@@ -78,8 +79,6 @@ def removal_check(dense: nn.Module, model: nn.Module, pruner, test_loader,
     and CPU/GPU latency (:func:`dpm_lab.metrics.latency_ms` at ``batch_size``) of the ``dense``
     model and the pruned one, with their ratios.
     """
-    from ..engine import evaluate
-
     x = next(iter(test_loader))[0].to(next(model.parameters()).device)
     model.eval()
     before, top1_soft = model(x), evaluate(model, test_loader)

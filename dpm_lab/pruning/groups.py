@@ -112,11 +112,10 @@ def _slices(module, handler, idxs: torch.Tensor, name: str, pruning_dim: int = -
         if out:
             return [_along(p, 0, idxs) for p in own]
         return [_along(module.weight, 1, idxs, producer=False)]
-    if isinstance(fn, (tpf.BatchnormPruner, tpf.InstanceNormPruner, tpf.GroupNormPruner,
-                       tpf.PReLUPruner)):
-        if isinstance(fn, tpf.PReLUPruner) and module.num_parameters == 1:
-            return []
+    if isinstance(fn, (tpf.BatchnormPruner, tpf.InstanceNormPruner, tpf.GroupNormPruner)):
         return [_along(p, 0, idxs, norm=True) for p in own]
+    if isinstance(fn, tpf.PReLUPruner):  # one slope per channel, or one shared by all
+        return [_along(module.weight, 0, idxs)] if module.num_parameters > 1 else []
     if isinstance(fn, tpf.LayernormPruner):
         if len(module.normalized_shape) < -pruning_dim:
             return []
