@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
+
 _PLAIN_VALUES = (str, int, float, bool, type(None))
 
 
@@ -24,13 +26,16 @@ def save_checkpoint(obj, path: str | os.PathLike) -> None:
     temporary file in the same folder, then a rename, so a crash never leaves half a file.
 
     Raises ``TypeError`` naming the first value that is not plain (nothing is written then).
+    Under DDP every rank calls it and rank 0 writes while the others wait at a barrier.
     """
     _check_plain(obj, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    if distributed.is_main():
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    distributed.barrier()
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu"):

@@ -18,6 +18,9 @@ import argparse
 import sys
 from dataclasses import replace
 
+import torch
+
+from . import distributed
 from .config import PROFILE_NAMES, SCHEDULES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
 from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
@@ -205,11 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # under torchrun: one DDP process group for train/run/sweep (a no-op in a single process)
+    launched = args.command in ("train", "run", "sweep") and distributed.init_from_env()
     try:
         return _dispatch(args)
     except (ValueError, RuntimeError, DatasetNotFoundError) as err:
         print(f"python -m dpm_lab: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if launched:
+            torch.distributed.destroy_process_group()
 
 
 def _spec_fields(args) -> dict:
@@ -232,6 +240,8 @@ def _dispatch(args) -> int:
     if args.command == "sweep":
         specs = _grid_of(args.file, _given_axes(args), sweep=True)
         records = experiments.sweep(specs, **common)
+        if not distributed.is_main():
+            return 0
         import pandas as pd
         print(figures.summarize(pd.DataFrame(records)).to_string(index=False))
         return 0
@@ -246,6 +256,8 @@ def _dispatch(args) -> int:
         _, record = experiments.train_dense(profile.with_(**changes), seed, **common)
     else:
         record = experiments.run(_run_spec(args), **common)
+    if not distributed.is_main():  # rank 0 reports and draws
+        return 0
     val = "" if record.get("final_val") is None else f", validation {record['final_val']:.2f}%"
     print(f"{record['kind']} {record['model']} on {record['dataset']} ({record['profile']}, seed "
           f"{record['seed']}, run {record['run_id']}): final top-1 {record['final_top1']:.2f}% "

@@ -15,8 +15,9 @@ Named datasets (``load_dataset``):
 - ``synthetic``: a small generated, learnable dataset for unit tests; needs no files and is only
   ever used when asked for by name.
 
-ImageNet-style folders do not fit in memory as tensors; ``imagefolder_loaders`` returns standard
-torchvision DataLoaders for them, which the engine accepts as well.
+- ``imagenet``: ImageNet-style folders ``imagenet/train/<class>/*`` and ``imagenet/val/<class>/*``
+  under the data root. They do not fit in memory as tensors; ``imagefolder_loaders`` returns
+  standard torchvision DataLoaders for them (DDP-aware), which the engine accepts as well.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .paths import data_roots
 
-DATASET_NAMES = ("cifar10", "cifar100", "cifar10-slice", "synthetic")
+DATASET_NAMES = ("cifar10", "cifar100", "cifar10-slice", "synthetic", "imagenet")
 
 SLICE_FILE = "cifar10_prefix_subset.npz"
 SLICE_SHA256 = "0e736ea7bc29037f1d962852dda9c26a2c09487d25af56ec61e366e3d5c1f337"
@@ -111,6 +113,9 @@ def load_dataset(name: str, root=None, download: bool = False, seed: int = 0,
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
     if name == "synthetic":
         return synthetic_dataset(*synthetic_size, seed=seed)
+    if name == "imagenet":
+        raise ValueError("imagenet is read from image folders, not loaded as tensors: use "
+                         "imagefolder_loaders(imagenet_root(root), ...)")
     if name == "cifar10-slice":
         return load_cifar10_slice(root)
     return load_torchvision_cifar(name, root, download)
@@ -128,6 +133,17 @@ def _missing(what: str, relative: str, root, how: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"{what} not found. Looked in: {looked}. {how} "
         f"To use a local copy, pass --data-root DIR (Python: root=DIR) or set DPM_LAB_DATA=DIR.")
+
+
+def imagenet_root(root=None) -> Path:
+    """The ``imagenet`` folder (holding ``train/`` and ``val/``) under the first data root that
+    has one."""
+    path = _find("imagenet", root)
+    if path is None:
+        raise _missing("ImageNet", "imagenet", root,
+                       "Place it as imagenet/train/<class>/*.JPEG and imagenet/val/<class>/*.JPEG "
+                       "(val sorted into class folders).")
+    return path
 
 
 def load_cifar10_slice(root=None) -> tuple[TensorDataset, TensorDataset]:
@@ -204,6 +220,12 @@ class TensorLoader:
     ``train=True`` shuffles and applies random crop (zero padding ``pad``) and horizontal flip; the
     randomness comes from a CPU generator seeded with ``(seed, epoch)``. Call ``set_epoch`` before
     iterating (the engine does). Yields ``(float images [B,3,H,W], int64 labels [B])``.
+
+    Under DDP (see :mod:`dpm_lab.distributed`) ``batch_size`` is the *global* batch: every rank
+    draws the same permutation and augmentation for the whole epoch and keeps its contiguous
+    ``1/world_size`` of each batch, so the ranks together see exactly what one process would.
+    Training batches must split evenly (``ValueError`` otherwise); an evaluation batch is split as
+    evenly as it goes, and a rank whose share of the last one is empty skips it.
     """
 
     def __init__(self, dataset: TensorDataset, batch_size: int, train: bool, device="cpu",
@@ -217,12 +239,16 @@ class TensorLoader:
         self.std = torch.tensor(dataset.std, device=self.device).view(1, 3, 1, 1) * 255
         self.batch_size, self.train, self.seed, self.pad = batch_size, train, seed, pad
         self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        if train:
+            distributed.shard(batch_size, "training batch size")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        """Global batches per epoch (the same on every rank)."""
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
@@ -236,9 +262,16 @@ class TensorLoader:
         for i in range(len(self)):
             if self.train:
                 idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            else:
+                idx = torch.arange(i * self.batch_size, min((i + 1) * self.batch_size, n),
+                                   device=self.device)
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
+                if len(idx) == 0:
+                    continue
+            if self.train:
                 x = augment(self.images[idx], offsets[idx], flips[idx], self.pad)
             else:
-                idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
                 x = self.images[idx]
             yield (x.float() - self.mean) / self.std, self.labels[idx]
 
@@ -259,10 +292,18 @@ def augment(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pa
     return out.permute(0, 3, 1, 2)
 
 
-def imagefolder_loaders(root, batch_size: int = 256, workers: int = 8):
+def imagefolder_loaders(root, batch_size: int = 256, workers: int = 8, seed: int = 0,
+                        image_size: int = 224):
     """ImageNet-style ``train/`` and ``val/`` folders as torchvision DataLoaders (ResNet-50 users):
-    RandomResizedCrop(224)+flip for training, Resize(256)+CenterCrop(224) for evaluation."""
-    from torch.utils.data import DataLoader
+    RandomResizedCrop + flip for training, Resize(256/224 of the size) + CenterCrop to evaluate.
+
+    ``batch_size`` is the global batch. Under DDP the training loader draws through a
+    ``DistributedSampler`` (seeded, reshuffled by the engine's ``set_epoch``, each rank
+    ``batch_size / world_size`` images per step) and the validation loader gives rank ``r`` the
+    images ``r, r + K, ...`` with no padding, so the accuracy summed over ranks counts every
+    image exactly once.
+    """
+    from torch.utils.data import DataLoader, DistributedSampler
     from torchvision import datasets, transforms
 
     root = Path(root)
@@ -271,12 +312,17 @@ def imagefolder_loaders(root, batch_size: int = 256, workers: int = 8):
             raise DatasetNotFoundError(f"ImageFolder split {root / sub} not found; expected "
                                        f"{root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG.")
     norm = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                                   transforms.ToTensor(), norm])
-    val_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
-                                 transforms.ToTensor(), norm])
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(image_size),
+                                   transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
+    val_tf = transforms.Compose([transforms.Resize(image_size * 256 // 224),
+                                 transforms.CenterCrop(image_size), transforms.ToTensor(), norm])
     train = datasets.ImageFolder(str(root / "train"), train_tf)
     val = datasets.ImageFolder(str(root / "val"), val_tf)
-    return (DataLoader(train, batch_size, shuffle=True, num_workers=workers, pin_memory=True,
+    local = distributed.shard(batch_size, "training batch size")
+    rank, world = distributed.rank(), distributed.world_size()
+    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=seed, drop_last=True)
+    pin = torch.cuda.is_available()
+    return (DataLoader(train, local, sampler=sampler, num_workers=workers, pin_memory=pin,
                        drop_last=True),
-            DataLoader(val, batch_size, shuffle=False, num_workers=workers, pin_memory=True))
+            DataLoader(val, max(local, 1), sampler=list(range(rank, len(val), world)),
+                       num_workers=workers, pin_memory=pin))

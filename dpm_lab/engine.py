@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 
@@ -106,19 +107,21 @@ def default_device() -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device=None) -> float:
-    """Top-1 accuracy in percent on ``loader`` (eval mode; one host sync at the end)."""
+    """Top-1 accuracy in percent on ``loader`` (eval mode; one host sync at the end). Under DDP
+    each rank evaluates its shard and the counts are summed, so every rank returns the accuracy
+    over the whole split (every rank must call it)."""
     device = torch.device(device) if device else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    counts = torch.zeros(2, device=device, dtype=torch.int64)  # correct, seen
     with _autocast(device):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            correct += (model(_layout(x, device)).argmax(1) == y).sum()
-            seen += len(y)
+            counts[0] += (model(_layout(x, device)).argmax(1) == y).sum()
+            counts[1] += len(y)
     model.train(was_training)
-    return 100.0 * correct.item() / max(seen, 1)
+    correct, seen = distributed.all_sum(counts).tolist()
+    return 100.0 * correct / max(seen, 1)
 
 
 def _autocast(device: torch.device):
@@ -152,6 +155,11 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     optimiser, e.g. OTOv2's DHSPG); it is called after the model is on ``device``.
     ``val_loader``: a held-out validation split, evaluated after every epoch into ``val_acc``
     (the number to choose hyperparameters on; ``test_acc`` is reported, never tuned on).
+
+    Launched by ``torchrun`` (see :mod:`dpm_lab.distributed`), the forward pass runs through
+    DistributedDataParallel, the loaders give each rank its shard of the global batch, hooks see
+    the plain model (whose gradients DDP has already averaged), the history sums over ranks and
+    only rank 0 writes the checkpoint and prints.
     """
     device = torch.device(device) if device else default_device()
     place_model(model, device)
@@ -162,6 +170,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     optimizer = (optimizer_factory or make_optimizer)(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg, steps_per_epoch))
     state = TrainState(model, optimizer, scheduler, cfg, steps_per_epoch)
+    net = distributed.wrap(model)  # the forward pass; hooks and checkpoints use ``model``
+    main = distributed.is_main()
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     if resume and checkpoint and Path(checkpoint).exists():
@@ -173,19 +183,21 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     model.train()
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch = epoch
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
+        for epochs in (train_loader, getattr(train_loader, "sampler", None)):
+            if hasattr(epochs, "set_epoch"):  # TensorLoader, or a DataLoader's DistributedSampler
+                epochs.set_epoch(epoch)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
         bar = tqdm(train_loader, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-                   disable=None if progress is None else not progress, leave=False)
+                   disable=(None if progress is None else not progress) if main else True,
+                   leave=False)
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device):
-                out = model(_layout(x, device))
+                out = net(_layout(x, device))
                 loss = criterion(out, y)
             loss.backward()
             for h in hooks:
@@ -200,15 +212,18 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
             seen += len(y)
         train_time = time.perf_counter() - t0
         test_acc = evaluate(model, test_loader, device)
+        totals = torch.stack([loss_sum.double(), correct.double(),
+                              torch.tensor(float(seen), device=device, dtype=torch.float64)])
+        loss_sum, correct, seen = distributed.all_sum(totals).tolist()  # over ranks
         state.history.append({
             "epoch": epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
+            "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
             "test_acc": test_acc, "epoch_time_s": train_time,
             "images_per_s": seen / train_time,
         })
         if val_loader is not None:
             state.history[-1]["val_acc"] = evaluate(model, val_loader, device)
-        if progress is not False:
+        if progress is not False and main:
             tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {state.history[-1]['train_loss']:.3f}"
                        f" test top-1 {test_acc:.2f}%")
         state.epoch = epoch + 1

@@ -16,6 +16,7 @@ identical configuration); a finished phase is found by its record and reused.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,13 +25,14 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .config import Profile, get_profile
-from .data import TensorLoader, load_dataset, split_validation
+from .data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
+                   split_validation)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import default_device, evaluate, fit
 from .metrics import example_input, macs_params
-from .models import get_model, input_size
+from .models import get_model, input_size, pretrained_model
 from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir
 from .pruning import (ChannelGroups, ChannelRatio, MacsTarget, SelfRectifying, SmoothPruning,
                       accumulate_gradients, effective_macs_params, finalize, remove_channels,
@@ -48,7 +50,16 @@ class Loaders(NamedTuple):
 
 def loaders(profile: Profile, seed: int, device, data_root=None) -> Loaders:
     """Train, test and (when ``profile.val_fraction > 0``) validation loaders, data on ``device``.
-    The validation images are held out of the training split (``data.split_validation``)."""
+    The validation images are held out of the training split (``data.split_validation``).
+    ``imagenet`` streams from its folders through DataLoaders (``data.imagefolder_loaders``)."""
+    if profile.dataset == "imagenet":
+        if profile.val_fraction:
+            raise ValueError("a validation split held out of ImageNet's training folders is not "
+                             f"supported (val_fraction {profile.val_fraction}); use 0")
+        train, test = imagefolder_loaders(imagenet_root(data_root), profile.batch_size,
+                                          workers=min(8, os.cpu_count() or 1), seed=seed,
+                                          image_size=input_size(profile.model)[-1])
+        return Loaders(train, test, None, len(train.dataset.classes))
     train, test = load_dataset(profile.dataset, root=data_root, seed=seed)
     train, val = split_validation(train.subset(profile.n_train), profile.val_fraction,
                                   profile.val_seed)
@@ -153,7 +164,8 @@ def sweep(specs, *, progress=None, **kwargs) -> list[dict]:
     for s in specs:
         resolve(s)
     records = []
-    for s in tqdm(specs, desc="runs", disable=None if progress is None else not progress):
+    disable = None if progress is None else not progress
+    for s in tqdm(specs, desc="runs", disable=disable if distributed.is_main() else True):
         records.append(run(s, progress=progress, **kwargs))
     return records
 
@@ -298,7 +310,12 @@ def _otov2(res, run_dir, *, results_dir, runs_dir, device, data_root, progress):
     seed = c["seed"]
     size = input_size(profile.model)
     data = loaders(profile, seed, device, data_root)
-    if recipe.from_dense:
+    if recipe.from_dense == "torchvision":  # the ImageNet row starts from pretrained weights
+        if data.num_classes != 1000:
+            raise ValueError(f"torchvision's pretrained {profile.model} has 1000 classes, the data "
+                             f"{data.num_classes}")
+        model, dense = pretrained_model(profile.model), {"final_top1": None}
+    elif recipe.from_dense:
         model, dense = train_dense(profile, seed, results_dir=results_dir, runs_dir=runs_dir,
                                    device=device, data_root=data_root, progress=progress)
     else:  # OTOv2 trains from scratch: the "dense" reference is the initial model

@@ -20,7 +20,7 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
+from . import __version__, distributed
 from .paths import results_dir
 from .runspec import canonical, comparable_id, config_hash
 
@@ -83,12 +83,15 @@ def make_record(kind: str, *, config: dict, profile: str, seed: int, dataset: st
 
 
 def write_record(record: dict, path: str | os.PathLike) -> Path:
-    """Write ``record`` as JSON to ``path`` via a temporary file and a rename (atomic)."""
+    """Write ``record`` as JSON to ``path`` via a temporary file and a rename (atomic). Under DDP
+    every rank calls it; rank 0 writes while the others wait."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, path)
+    distributed.barrier()
     return path
 
 

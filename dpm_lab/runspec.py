@@ -20,8 +20,9 @@ import itertools
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from . import __version__
+from . import __version__, distributed
 from .config import Profile, get_profile
+from .models import PRETRAINED
 
 HOSTS = ("core", "depgraph", "otov2")
 METHODS = {"core": ("single-step", "sp", "dpm"), "depgraph": ("host", "sp", "dpm"),
@@ -179,10 +180,16 @@ def resolve(spec: RunSpec) -> Resolved:
 
 
 def data_config(profile: Profile) -> dict:
-    """The data part of a run's identity."""
-    return {"dataset": profile.dataset, "n_train": profile.n_train, "n_test": profile.n_test,
-            "val_fraction": profile.val_fraction, "val_seed": profile.val_seed,
-            "batch_size": profile.batch_size}
+    """The data part of a run's identity. ``batch_size`` is the global batch; under DDP each of
+    ``world_size`` processes normalises its share in BatchNorm, which changes the numbers, so
+    ``world_size`` joins the identity when above 1 (absent for one process, so single-process
+    identities are those of before)."""
+    config = {"dataset": profile.dataset, "n_train": profile.n_train, "n_test": profile.n_test,
+              "val_fraction": profile.val_fraction, "val_seed": profile.val_seed,
+              "batch_size": profile.batch_size}
+    if distributed.world_size() > 1:
+        config["world_size"] = distributed.world_size()
+    return config
 
 
 def dense_config(profile: Profile, seed: int) -> dict:
@@ -310,7 +317,8 @@ def _otov2(spec: RunSpec, profile: Profile):
             options.pop(o)
     elif spec.method == "sp":
         options.pop("released")
-    dense = asdict(profile.dense) if recipe.from_dense else None
+    dense = ({"torchvision_weights": PRETRAINED[profile.model]} if recipe.from_dense == "torchvision"
+             else asdict(profile.dense) if recipe.from_dense else None)
     return profile, recipe.train, dense, options, recipe
 
 

@@ -14,7 +14,7 @@ def _cli(*args):
 @pytest.mark.parametrize("args, bad, allowed", [
     (["train", "--model", "resnet9000"], "resnet9000", "resnet56"),
     (["train", "--epochs", "-3"], "-3", ">= 1"),
-    (["train", "--data", "imagenet"], "imagenet", "cifar10-slice"),
+    (["train", "--data", "imagenet21k"], "imagenet21k", "cifar10-slice"),
     (["run", "--method", "magic"], "magic", "dpm"),
     (["run", "--target-macs", "1.5"], "1.5", "(0, 1]"),
     (["train", "--profile", "huge"], "huge", "smoke"),

@@ -46,7 +46,9 @@ def test_missing_dataset_says_where_and_how(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_names_allowed_ones():
-    with pytest.raises(ValueError, match="'imagenet'.*cifar10-slice"):
+    with pytest.raises(ValueError, match="'imagenet21k'.*cifar10-slice"):
+        load_dataset("imagenet21k")
+    with pytest.raises(ValueError, match="imagefolder_loaders"):  # folders, not tensors
         load_dataset("imagenet")
 
 

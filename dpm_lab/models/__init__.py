@@ -35,6 +35,18 @@ _BUILDERS = {
 MODEL_NAMES = tuple(_BUILDERS)
 
 
+# torchvision weights a recipe may start from (downloaded by torchvision on first use)
+PRETRAINED = {"resnet50": "IMAGENET1K_V1"}
+
+
+def pretrained_model(name: str) -> nn.Module:
+    """``name`` with torchvision's pretrained ImageNet-1k weights (1000 classes), for recipes that
+    start from them (OTOv2's ResNet-50 / ImageNet row)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"no pretrained weights for {name!r}; available: {', '.join(PRETRAINED)}")
+    return resnet50(weights=PRETRAINED[name])
+
+
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch_pruning as tp
 
+from .. import distributed
 from .finalize import effective_macs_params
 from .groups import ChannelGroups
 
@@ -72,7 +73,8 @@ def scores(groups: ChannelGroups, criterion: str, importance=None) -> torch.Tens
 def accumulate_gradients(model: torch.nn.Module, loader, batches: int = 4, device=None) -> None:
     """Sum the loss gradients of ``batches`` training batches into ``.grad`` (a calibration pass
     for gradient criteria before any optimiser step). The model runs in train mode, as during
-    training; its BN running statistics are restored afterwards, so only ``.grad`` changes."""
+    training; its BN running statistics are restored afterwards, so only ``.grad`` changes.
+    Under DDP each rank runs its shard of each batch and the gradients are averaged over ranks."""
     if batches < 1:
         raise ValueError(f"calibration batches must be >= 1, got {batches!r}")
     device = torch.device(device) if device else next(model.parameters()).device
@@ -85,6 +87,7 @@ def accumulate_gradients(model: torch.nn.Module, loader, batches: int = 4, devic
             break
         x, y = x.to(device), y.to(device)
         torch.nn.functional.cross_entropy(model(x), y).backward()
+    distributed.average_gradients(model)  # under DDP: every rank ranks on the same gradients
     with torch.no_grad():
         for k, v in model.named_buffers():
             v.copy_(buffers[k])
