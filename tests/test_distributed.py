@@ -1,8 +1,8 @@
 """DDP on CPU: two gloo processes against one process with the same global batch.
 
 The two-process run trains through the engine exactly as ``torchrun`` would (process group, DDP
-forward, sharded ``TensorLoader``), with DPM in the loop and Self-Rectifying releasing on a
-gradient signal. At every step each rank gathers the other's DPM status vector and the test
+forward, sharded ``TensorLoader``), with DPM in the loop (selection rounds, or OTOv2's DHSPG
+requesting the decay) and Self-Rectifying releasing on a gradient signal. At every step each rank gathers the other's DPM status vector and the test
 requires them to be equal; afterwards the selections, releases and weights must match the
 single process. The model is float64 and has no BatchNorm (under DDP, BN normalises each rank's
 shard: a different function of the batch, not a rounding difference).
@@ -19,6 +19,7 @@ from dpm_lab import distributed
 from dpm_lab.config import TrainConfig
 from dpm_lab.data import TensorLoader, synthetic_dataset
 from dpm_lab.engine import Hook, fit
+from dpm_lab.hosts import DHSPG
 from dpm_lab.pruning import PRUNED, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
 
 ROUNDS, N, EPOCHS, GLOBAL_BATCH = [0, 4, 8], 3, 2, 32
@@ -63,21 +64,34 @@ class Interrupt(Hook):
             raise KeyboardInterrupt
 
 
-def _fit(interrupt_at, checkpoint, resume):
+def _fit(interrupt_at, checkpoint, resume, host="core"):
+    """DPM on the core host (selection rounds) or inside OTOv2's DHSPG (the optimiser's
+    projections request the decay), 2 epochs of 8 steps."""
     train, test = synthetic_dataset(256, 64, seed=0)
     model = _net()
-    groups = ChannelGroups(model, torch.randn(1, 3, 32, 32))
     sr = SelfRectifying(t_rate=-float("inf"), t_len=1.0, window=1)  # releases on gradient length
-    sp = SmoothPruning(groups, ChannelRatio(0.5), N, rounds=ROUNDS, rectifier=sr)
+    factory = None
+    if host == "core":
+        groups = ChannelGroups(model, torch.randn(1, 3, 32, 32))
+        sp = SmoothPruning(groups, ChannelRatio(0.5), N, rounds=ROUNDS, rectifier=sr)
+    else:
+        total = EPOCHS * 256 // GLOBAL_BATCH
+        groups = ChannelGroups(model, torch.randn(1, 3, 32, 32), consumers=False)
+        sp = SmoothPruning(groups, None, N, rounds=(), rectifier=sr,
+                           release_until=total - 2 * N)
+        factory = DHSPG.factory(groups, target_sparsity=0.5, lmbda=5.0, epsilon=0.9,
+                                start_step=2, seed=0, decay=sp, project_until=total - N)
     log = StatusLog(sp)
     cfg = TrainConfig(epochs=EPOCHS, lr=0.05, momentum=0.9, weight_decay=5e-4)
     history = fit(model, TensorLoader(train, GLOBAL_BATCH, train=True, seed=0),
                   TensorLoader(test, 48, train=False), cfg, [sp, log, Interrupt(interrupt_at)],
-                  device="cpu", seed=0, progress=False, checkpoint=checkpoint, resume=resume)
+                  device="cpu", seed=0, progress=False, checkpoint=checkpoint, resume=resume,
+                  optimizer_factory=factory)
     return model, sp, log, history
 
 
-def _train(rank: int, world: int, port: int, out: str, interrupt_at: int = -1) -> None:
+def _train(rank: int, world: int, port: int, out: str, interrupt_at: int = -1,
+           host: str = "core") -> None:
     """One run; with ``interrupt_at``, a crash at that epoch and a resume from its checkpoint."""
     if world > 1:
         torch.set_num_threads(1)
@@ -86,8 +100,8 @@ def _train(rank: int, world: int, port: int, out: str, interrupt_at: int = -1) -
     checkpoint = out + ".ckpt" if interrupt_at >= 0 else None
     if interrupt_at >= 0:
         with pytest.raises(KeyboardInterrupt):
-            _fit(interrupt_at, checkpoint, resume=False)
-    model, sp, log, history = _fit(-1, checkpoint, resume=interrupt_at >= 0)
+            _fit(interrupt_at, checkpoint, resume=False, host=host)
+    model, sp, log, history = _fit(-1, checkpoint, resume=interrupt_at >= 0, host=host)
     if distributed.is_main():
         torch.save({"weights": model.state_dict(), "status": torch.stack(log.log),
                     "released": sp.release_log, "history": history}, out)
@@ -103,10 +117,11 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("host", ["core", "otov2"])
+def test_two_gloo_processes_match_one_process(tmp_path, host):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    _train(0, 1, 0, str(one))
-    mp.spawn(_train, args=(2, _free_port(), str(two)), nprocs=2, join=True)
+    _train(0, 1, 0, str(one), -1, host)
+    mp.spawn(_train, args=(2, _free_port(), str(two), -1, host), nprocs=2, join=True)
     a, b = torch.load(one), torch.load(two)
     # the same decisions at every step: selections, decay, releases
     assert torch.equal(a["status"], b["status"])
