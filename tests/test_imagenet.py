@@ -43,3 +43,25 @@ def test_image_folder_errors_name_what_is_missing(tmp_path):
     (tmp_path / "imagenet" / "train").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match="val"):
         imagefolder_loaders(tmp_path / "imagenet")
+
+
+def test_image_folder_loaders_shard_over_ranks(tmp_path, monkeypatch):
+    """Under DDP (rank and world size faked here): each rank trains on its own part of the epoch,
+    local batch = global / world, and the validation shards hold every image exactly once."""
+    from dpm_lab import distributed
+
+    _image_folder(tmp_path, {"train": 6, "val": 3})
+    train_parts, val_parts = [], []
+    for r in range(2):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
+        train, val = imagefolder_loaders(tmp_path / "imagenet", batch_size=4, workers=0,
+                                         image_size=32)
+        train.sampler.set_epoch(0)
+        assert train.batch_size == 2
+        train_parts.append(set(train.sampler))
+        val_parts.append(list(val.sampler))
+    assert not train_parts[0] & train_parts[1] and len(train_parts[0] | train_parts[1]) == 12
+    assert sorted(val_parts[0] + val_parts[1]) == list(range(6))
+    with pytest.raises(ValueError, match="training batch size 5 does not split over 2"):
+        imagefolder_loaders(tmp_path / "imagenet", batch_size=5, workers=0)
