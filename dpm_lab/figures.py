@@ -257,10 +257,12 @@ def _finish(fig, out, show: bool):
 def groups_table(groups) -> pd.DataFrame:
     """One row per dependency group of a ``ChannelGroups``: root layer, channels, structures
     (fewer than channels where a member splits them into ``blocks``: grouped convs, attention
-    heads), first global structure id, whether removing zeroed structures is ``exact`` (no
-    LayerNorm or attention mixes the channels), and the coupled layers a structure spans."""
+    heads), what a structure is (``unit``: a channel, or a whole attention head), first global
+    structure id, whether removing zeroed structures is ``exact`` (no LayerNorm or attention
+    mixes the channels), and the coupled layers a structure spans."""
     return pd.DataFrame([{"root": g.root, "channels": g.channels, "structures": g.size,
-                          "blocks": g.ch_groups, "exact": g.exact, "first_id": g.offset,
+                          "blocks": g.ch_groups, "unit": g.unit, "exact": g.exact,
+                          "first_id": g.offset,
                           "coupled_layers": len(g.members), "members": ", ".join(g.members)}
                          for g in groups.groups])
 

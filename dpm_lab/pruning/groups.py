@@ -6,7 +6,10 @@ consumers' input columns, and across residual adds all coupled layers). Usually 
 channel. Where a member layer splits its channels into blocks that must stay equal in size
 (grouped convolutions, GroupNorm, attention heads), Torch-Pruning removes the same position from
 every block, so a structure is that position in every block: ``ch_groups`` channels
-``{j + k * size}``. Structures are numbered globally ``0..S-1``, group by group.
+``{j + k * size}``. At ``granularity="head"`` a structure is instead one attention head: its
+rows of q, k and v in the ``qkv`` projection and its input columns of ``proj``. Structures are
+numbered globally ``0..S-1``, group by group; each group's ``position`` maps its root channels to
+their structure.
 
 For fast per-step work (Smooth Pruning, Self-Rectifying) we keep, per touched parameter tensor
 and dimension, an ``owner`` vector mapping each index along that dimension to its structure id
@@ -37,13 +40,15 @@ class Group:
     size: int                 # number of structures in the group
     offset: int               # global id of its structure 0
     members: list[str]        # names of the coupled layers, for display
+    position: torch.Tensor    # long [channels]: the structure (0..size-1) of each root channel
     ch_groups: int = 1        # channel blocks; a structure is one position in every block
     exact: bool = True        # removing zeroed structures leaves the function unchanged
+    unit: str = "channel"     # what a structure is: "channel" or "head"
 
     @property
     def channels(self) -> int:
-        """Channels of the root layer in the group: ``size * ch_groups``."""
-        return self.size * self.ch_groups
+        """Channels of the root layer in the group."""
+        return len(self.position)
 
 
 @dataclass
@@ -177,6 +182,26 @@ def _channel_groups(module, handler) -> int:
     return fn.get_out_channel_groups(module) if out else fn.get_in_channel_groups(module)
 
 
+GRANULARITIES = ("channel", "head")
+
+
+def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """``{qkv layer: number of heads}`` of every attention module written the timm way (a
+    ``qkv`` ``nn.Linear`` child and a ``num_heads`` attribute), as Torch-Pruning's ``num_heads``
+    argument takes it; :class:`dpm_lab.models.attention.QKVAttention` is one."""
+    return {m.qkv: int(m.num_heads) for m in model.modules()
+            if isinstance(getattr(m, "qkv", None), nn.Linear) and hasattr(m, "num_heads")}
+
+
+def _head_position(qkv: nn.Linear, heads: int) -> torch.Tensor:
+    """Head of each of ``qkv``'s output rows: rows are [q | k | v], each ``heads`` blocks wide."""
+    width = qkv.out_features // 3
+    if qkv.out_features % 3 or width % heads:
+        raise ValueError(f"qkv layer with {qkv.out_features} outputs does not split into q, k, v "
+                         f"of {heads} heads each")
+    return (torch.arange(qkv.out_features) % width) // (width // heads)
+
+
 class ChannelGroups:
     """All prunable structures of ``model`` and the vectorised operations over them.
 
@@ -188,36 +213,62 @@ class ChannelGroups:
     and biases, BN γ and β) and leaves out the consumers' input columns: that is OTOv2's
     *zero-invariant group*, the smallest set whose zeroing already silences the channel (the
     consumers then multiply an exact zero). Removal is the same either way.
+
+    ``granularity``: ``"channel"`` (default) prunes channels of every group except the inner
+    width of attention written with a ``qkv`` projection (removing one row of q leaves q, k and
+    v unequal, so such attention is pruned by heads only); ``"head"`` prunes only whole heads of
+    that attention, one structure per head, as Torch-Pruning's ``prune_num_heads`` does.
+    ``num_heads``: ``{qkv layer: heads}``, Torch-Pruning's argument of that name (default:
+    :func:`attention_heads`). ``nn.MultiheadAttention`` has no removable heads; convert it with
+    :func:`dpm_lab.models.attention.split_attention` first.
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, ignored_layers=None,
-                 consumers: bool = True, unwrapped_parameters=None):
-        self.model, self.consumers = model, consumers
+                 consumers: bool = True, unwrapped_parameters=None, granularity: str = "channel",
+                 num_heads: dict | None = None):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        heads = attention_heads(model) if num_heads is None else dict(num_heads)
+        if granularity == "head" and not heads:
+            raise ValueError(
+                "granularity='head' found no attention with a separate qkv projection in this "
+                "model; nn.MultiheadAttention cannot lose a head (its inner width is embed_dim): "
+                "convert it with dpm_lab.models.attention.split_attention(model), or pass "
+                "num_heads={qkv_layer: heads}")
+        self.model, self.consumers, self.granularity = model, consumers, granularity
         self.names = {m: n for n, m in model.named_modules()}
         self.names.update({p: n for n, p in model.named_parameters()})
         ignored = list(ignored_layers) if ignored_layers is not None else [output_layer(model)]
         with torch.enable_grad():
             self.DG = tp.DependencyGraph().build_dependency(
                 model, example_inputs, verbose=False, unwrapped_parameters=unwrapped_parameters)
-        self.groups_tp = list(self.DG.get_all_groups(ignored_layers=ignored,
-                                                     root_module_types=[nn.Conv2d, nn.Linear]))
+        groups_tp = self.DG.get_all_groups(ignored_layers=ignored,
+                                           root_module_types=[nn.Conv2d, nn.Linear])
+        self.groups_tp = [g for g in groups_tp
+                          if (g[0].dep.target.module in heads) == (granularity == "head")]
         self.groups: list[Group] = []
         entries: dict[tuple[int, int], _Entry] = {}
         offset = 0
         for g in self.groups_tp:
-            ch_groups = max(_channel_groups(item.dep.target.module, item.dep.handler) for item in g)
+            root = g[0].dep.target.module
             channels = len(g[0].idxs)
-            if channels % ch_groups:
-                raise NotImplementedError(f"group rooted at {self.names[g[0].dep.target.module]} has "
-                                          f"{channels} channels, not a multiple of its {ch_groups} "
-                                          "channel blocks")
-            size = channels // ch_groups
+            if root in heads:
+                ch_groups, position = 1, _head_position(root, heads[root])
+            else:
+                ch_groups = max(_channel_groups(item.dep.target.module, item.dep.handler)
+                                for item in g)
+                if channels % ch_groups:
+                    raise NotImplementedError(f"group rooted at {self.names[root]} has {channels} "
+                                              f"channels, not a multiple of its {ch_groups} "
+                                              "channel blocks")
+                # root channel r is position r % size of its block
+                position = torch.arange(channels) % (channels // ch_groups)
+            size = int(position.max()) + 1
             members, exact = [], True
             for item in g:
                 module = item.dep.target.module
                 idxs = torch.as_tensor(item.idxs, dtype=torch.long)
-                # root channel r is position r % size of its block: structure offset + r % size
-                structure = offset + torch.as_tensor(item.root_idxs, dtype=torch.long) % size
+                structure = offset + position[torch.as_tensor(item.root_idxs, dtype=torch.long)]
                 slices = [sl for sl in _slices(module, item.dep.handler, idxs,
                                                self.names.get(module, ""), item.dep.target.pruning_dim)
                           if consumers or sl.producer]
@@ -238,8 +289,8 @@ class ChannelGroups:
                         raise NotImplementedError(f"{self.names[module]} dim {sl.dim} is shared by "
                                                   "two structures")
                     owner[sl.positions] = want
-            self.groups.append(Group(self.names[g[0].dep.target.module], size, offset, members,
-                                     ch_groups, exact))
+            self.groups.append(Group(self.names[root], size, offset, members, position,
+                                     ch_groups, exact, "head" if root in heads else "channel"))
             offset += size
         self.num_structures = offset
         self.entries = list(entries.values())
@@ -349,9 +400,12 @@ class ChannelGroups:
     def importance(self, importance) -> torch.Tensor:
         """Scores of all structures (``[S]``) from a Torch-Pruning importance object, group by group.
         Higher = more important. Gradient-based importances need ``.grad`` populated first."""
-        scores = [importance(g).detach().float().reshape(meta.ch_groups, meta.size).mean(0)
-                  for g, meta in zip(self.groups_tp, self.groups)]
-        return torch.cat(scores).cpu()
+        scores = []
+        for g, meta in zip(self.groups_tp, self.groups):
+            imp = importance(g).detach().float().cpu()  # one score per root channel
+            per = torch.zeros(meta.size).index_add_(0, meta.position, imp)
+            scores.append(per / torch.bincount(meta.position, minlength=meta.size))
+        return torch.cat(scores)
 
     def structure_ids(self, root: str, idxs) -> torch.Tensor:
         """Global structure ids (sorted, unique) of channels ``idxs`` of the group rooted at
@@ -360,17 +414,17 @@ class ChannelGroups:
         if root not in by_root:
             raise KeyError(f"{root!r} roots no group here; roots: {', '.join(by_root)}")
         g = by_root[root]
-        return (g.offset + torch.as_tensor(list(idxs), dtype=torch.long) % g.size).unique()
+        return (g.offset + g.position[torch.as_tensor(list(idxs), dtype=torch.long)]).unique()
 
     def split(self, structure_ids) -> dict[str, list[int]]:
         """``{root layer name: sorted channel indices}`` for a set of structure ids (a structure
-        of a group with channel blocks is its position in every block)."""
+        of a group with channel blocks is its position in every block; a head is its q, k and v
+        rows)."""
         ids = np.asarray(sorted(int(i) for i in structure_ids), dtype=np.int64)
         out = {}
         for g in self.groups:
             sel = ids[(ids >= g.offset) & (ids < g.offset + g.size)] - g.offset
             if len(sel):
-                blocks = np.arange(g.ch_groups)[:, None] * g.size
-                out[g.root] = np.sort((sel[None, :] + blocks).ravel()).tolist()
+                out[g.root] = np.flatnonzero(np.isin(g.position.numpy(), sel)).tolist()
         return out
 
