@@ -72,6 +72,8 @@ class Stepper:
         y = torch.randint(0, 10, (self.batch_size,), generator=self.g)
         self.opt.zero_grad()
         torch.nn.functional.cross_entropy(self.model(x), y).backward()
+        if hook:
+            hook.before_step(self.state)
         self.opt.step()
         if hook:
             hook.after_step(self.state)
