@@ -27,7 +27,7 @@ from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
 from .pruning.rectify import RATE_REFERENCES, RULES
-from .runspec import HOSTS, METHODS, RECIPE_FIELDS, SR_DEFAULTS, RunSpec
+from .runspec import HOSTS, METHODS, RECIPE_FIELDS, SR_DEFAULTS, TPP_METHODS, RunSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,8 +72,9 @@ RUN_OPTIONS = [
     (("--host",), "host", dict(choices=HOSTS, help="core: DPM's own selection (default); "
                                                    "depgraph: Torch-Pruning group_sl; otov2: DHSPG")),
     (("--method", "--methods"), "method",
-     dict(choices=ALL_METHODS, help="core: single-step | sp | dpm; hosts: host | sp | dpm "
-                                    "(default dpm; a sweep: every method of the host)")),
+     dict(choices=ALL_METHODS, help="core: single-step | sp | dpm | tpp | tpp+dpm; hosts: "
+                                    "host | sp | dpm (default dpm; a sweep: every method of "
+                                    "the host but TPP's, which a sweep runs when named)")),
     (("--seed", "--seeds"), "seed",
      dict(type=_integer, help="random seed (default 0; a sweep: 0 1 2)")),
     (("--model",), "model", dict(choices=MODEL_NAMES, help="override the profile's model")),
@@ -98,6 +99,9 @@ RUN_OPTIONS = [
     (("--channel-ratio",), "channel_ratio",
      dict(type=_open_fraction, help="core, instead of --target-macs: fraction of every "
                                     "group's channels to remove")),
+    (("--layer-ratio",), "layer_ratio",
+     dict(type=_open_fraction, help="core tpp, tpp+dpm, single-step: fraction of the filters of "
+                                    "every TPP layer to remove (default 0.5)")),
     (("--criterion",), "criterion", dict(choices=CRITERIA, help="core: importance criterion "
                                                                 "(default l2)")),
     (("--calibration-batches",), "calibration_batches",
@@ -322,7 +326,7 @@ def _sweep_specs(axes: dict[str, list], sweep: bool) -> list[RunSpec]:
     methods = axes.pop("method", None if sweep else [RunSpec.method])
     specs, seen, dropped = [], set(), set()
     for host in hosts:
-        for method in methods or METHODS[host]:
+        for method in methods or [m for m in METHODS[host] if m not in TPP_METHODS]:
             for spec in grid(RunSpec(host=host, method=method), **axes):
                 spec = _drop_inapplicable(spec, dropped)
                 key = resolve(spec).run_id

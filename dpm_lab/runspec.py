@@ -25,7 +25,7 @@ from .config import Profile, get_profile
 from .models import PRETRAINED
 
 HOSTS = ("core", "depgraph", "otov2")
-METHODS = {"core": ("single-step", "sp", "dpm"), "depgraph": ("host", "sp", "dpm"),
+METHODS = {"core": ("single-step", "sp", "dpm", "tpp", "tpp+dpm"), "depgraph": ("host", "sp", "dpm"),
            "otov2": ("host", "sp", "dpm")}
 # Self-Rectifying defaults, chosen on the validation split (results/reference/self-rectifying,
 # notebook 03): the scale-free C_rate, and the thresholds at which SR acts selectively.
@@ -34,12 +34,17 @@ SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
 OTOV2_DPM_OPTIONS = ("lasso_while_decaying", "l_init_at", "released")
 CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": 0.5,
                  "calibration_batches": 4}
+TPP_METHODS = ("tpp", "tpp+dpm")
+SR_METHODS = ("dpm", "tpp+dpm")          # the methods with Self-Rectifying
+DECAY_METHODS = ("sp", "dpm", "tpp+dpm")  # the methods with Smooth Pruning
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One run as asked for. ``host``: ``core`` (DPM's own selection), ``depgraph`` or ``otov2``.
-    ``method``: ``single-step``/``sp``/``dpm`` for core, ``host``/``sp``/``dpm`` for a host.
+    ``method``: ``single-step``/``sp``/``dpm``/``tpp``/``tpp+dpm`` for core, ``host``/``sp``/``dpm``
+    for a host. ``layer_ratio``: TPP's layer-wise target (also single-step's, for TPP's L1
+    baseline).
     Every other field left ``None`` takes the profile's or the recipe's value.
 
     ``epochs`` sets the pruning phase's training (fine-tuning; OTOv2's one DHSPG run), scaling
@@ -64,6 +69,7 @@ class RunSpec:
     # core selection
     target_macs: float | None = None
     channel_ratio: float | None = None
+    layer_ratio: float | None = None
     criterion: str | None = None
     calibration_batches: int | None = None
     prune_phase: float | None = None
@@ -96,10 +102,19 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     """The options that do not apply to ``spec``'s host and method, each with the reason."""
     host, method = spec.host, spec.method
     why = {}
-    decaying = method in ("sp", "dpm")
-    if method != "dpm":
+    decaying = method in DECAY_METHODS
+    if method not in SR_METHODS:
         for o in SR_OPTIONS:
-            why[o] = "Self-Rectifying options apply only to --method dpm"
+            why[o] = "Self-Rectifying options apply only to --method dpm and tpp+dpm"
+    if host != "core" or method not in ("single-step",) + TPP_METHODS:
+        why["layer_ratio"] = ("a layer-wise ratio is TPP's target: --method tpp, tpp+dpm, and "
+                              "single-step (TPP's L1 baseline)")
+    if method in TPP_METHODS:
+        why["criterion"] = "TPP ranks the filters of each chosen layer by their L1 norm"
+        why["calibration_batches"] = why["criterion"]
+        for o in ("target_macs", "channel_ratio"):
+            why[o] = "TPP prunes a ratio of every chosen layer: --layer-ratio"
+        why["prune_phase"] = "TPP selects once, before regularising"
     if host != "core":
         ranks = ("DepGraph ranks channels by Torch-Pruning's group L2 magnitude"
                  if host == "depgraph" else "OTOv2's DHSPG optimiser ranks groups itself")
@@ -118,12 +133,13 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     if method != "dpm":
         why["released"] = "what happens to released groups applies only to --method dpm"
     if not decaying:
-        why["decay_steps"] = "N applies only to --method sp and dpm"
+        why["decay_steps"] = "N applies only to --method sp and dpm (and tpp+dpm)"
         why["prune_phase"] = "selection rounds apply only to --method sp and dpm"
     if host == "otov2":
         why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
                               "DHSPG's projection fires")
-    if host == "core" and (spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
+    if host == "core" and method not in TPP_METHODS and (
+            spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
         why["calibration_batches"] = ("calibration batches compute the gradients of "
                                       "--criterion taylor only")
     return why
@@ -171,7 +187,7 @@ def resolve(spec: RunSpec) -> Resolved:
     profile = profile.with_(**changes)
     resolve_host = {"core": _core, "depgraph": _depgraph, "otov2": _otov2}[spec.host]
     profile, train, dense, options, recipe = resolve_host(spec, profile)
-    if spec.method == "dpm":
+    if spec.method in SR_METHODS:
         options["self_rectifying"] = _self_rectifying(spec)
     config = {"version": __version__, "kind": "prune", "host": spec.host, "method": spec.method,
               "seed": spec.seed, "model": profile.model, "data": data_config(profile),
@@ -231,8 +247,20 @@ def _check_fraction(name: str, value, low_open=True) -> None:
 def _core(spec: RunSpec, profile: Profile):
     from .pruning.selection import CRITERIA
 
-    if spec.target_macs is not None and spec.channel_ratio is not None:
-        raise ValueError("give one of --target-macs and --channel-ratio, not both")
+    if spec.method in TPP_METHODS:
+        return _tpp(spec, profile)
+    given = [f for f in ("target_macs", "channel_ratio", "layer_ratio") if getattr(spec, f) is not None]
+    if len(given) > 1:
+        raise ValueError("give only one of --target-macs, --channel-ratio and --layer-ratio, "
+                         f"not both {' and '.join('--' + g.replace('_', '-') for g in given)}")
+    if spec.layer_ratio is not None:  # TPP's L1 baseline: its layers, by filter L1, at once
+        if spec.criterion is not None:
+            raise ValueError(f"--criterion {spec.criterion!r} does not apply with --layer-ratio: "
+                             "a layer-wise target ranks filters by their L1 norm, as TPP does")
+        recipe = _tpp(spec, profile)[4]
+        options = {"target": {"layer_ratio": recipe.layer_ratio, "layers": recipe.layers,
+                              "exclude": recipe.exclude}, "criterion": "filter-l1"}
+        return profile, _epochs(profile.finetune, spec), asdict(profile.dense), options, None
     if spec.channel_ratio is not None:
         if not 0 < spec.channel_ratio < 1:
             raise ValueError(f"channel ratio must be in (0, 1), got {spec.channel_ratio!r}")
@@ -256,6 +284,23 @@ def _core(spec: RunSpec, profile: Profile):
         _check_fraction("prune phase", phase)
         options["prune_phase"] = phase
     return profile, _epochs(profile.finetune, spec), asdict(profile.dense), options, None
+
+
+def _tpp(spec: RunSpec, profile: Profile):
+    from .hosts.recipes import tpp_recipe
+
+    if spec.layer_ratio is not None and not 0 < spec.layer_ratio < 1:
+        raise ValueError(f"layer ratio must be in (0, 1), got {spec.layer_ratio!r}")
+    recipe = tpp_recipe(profile, profile.model, spec.layer_ratio)
+    if spec.decay_steps is not None:
+        recipe = replace(recipe, decay_steps=_decay_steps(spec.decay_steps))
+    recipe = replace(recipe, finetune=_epochs(recipe.finetune, spec))
+    options = recipe.to_dict()
+    options.pop("finetune")
+    options["target"] = {k: options.pop(k) for k in ("layer_ratio", "layers", "exclude")}
+    if spec.method == "tpp":  # hard zeroing: no decay
+        options.pop("decay_steps")
+    return profile, recipe.finetune, asdict(profile.dense), options, recipe
 
 
 def _decay_steps(n) -> int:
@@ -359,6 +404,8 @@ def describe(config: dict) -> dict:
         tgt = f"MACs {target['macs']}"
     elif "channel_ratio" in target:
         tgt = f"ratio {target['channel_ratio']}"
+    elif "layer_ratio" in target:
+        tgt = f"layers {target['layer_ratio']}"
     elif "speedup" in o:
         tgt = f"{o['speedup']}x" + ("" if o.get("sparse_learning") else " w/o SL")
     elif "target_sparsity" in o:

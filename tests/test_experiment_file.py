@@ -79,7 +79,7 @@ def test_options_beside_the_file_override_it(tmp_path):
 
 def test_an_error_of_a_run_names_the_file(tmp_path):
     path = _write(tmp_path, 'profile = "mini"\ntarget_macs = 0.5\nchannel_ratio = 0.3\n')
-    with pytest.raises(ValueError, match=re.escape(f"{path}: give one of --target-macs")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}: give only one of --target-macs")):
         _run_spec(build_parser().parse_args(["run", str(path)]))
 
 

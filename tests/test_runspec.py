@@ -70,6 +70,12 @@ def test_seeds_share_a_comparable_id_and_nothing_else_does():
     (dict(host="core", lasso_while_decaying=False), "--lasso-while-decaying", "--host otov2"),
     (dict(host="otov2", method="host", l_init_at="trial"), "--l-init-at", "--method sp or dpm"),
     (dict(host="otov2", method="host", decay_steps=3), "--decay-steps", "sp and dpm"),
+    (dict(method="tpp", criterion="l1"), "--criterion", "by their L1 norm"),
+    (dict(method="tpp+dpm", target_macs=0.5), "--target-macs", "--layer-ratio"),
+    (dict(method="tpp", decay_steps=3), "--decay-steps", "tpp+dpm"),
+    (dict(method="tpp", window=3), "--window", "dpm and tpp+dpm"),
+    (dict(method="dpm", layer_ratio=0.5), "--layer-ratio", "TPP's target"),
+    (dict(host="otov2", method="host", layer_ratio=0.5), "--layer-ratio", "TPP's target"),
 ])
 def test_options_that_do_not_apply_are_refused_with_the_reason(spec, flag, why):
     with pytest.raises(ValueError) as err:
@@ -82,6 +88,9 @@ def test_options_that_do_not_apply_are_refused_with_the_reason(spec, flag, why):
     (dict(rule="most"), "'most'"), (dict(window=0), "0"), (dict(target_macs=1.5), "1.5"),
     (dict(target_macs=0.5, channel_ratio=0.3), "not both"), (dict(criterion="mag"), "'mag'"),
     (dict(host="depgraph", speedup=0.5), "0.5"), (dict(host="otov2", target_sparsity=1.2), "1.2"),
+    (dict(method="tpp", layer_ratio=1.5), "1.5"),
+    (dict(method="single-step", layer_ratio=0.5, target_macs=0.5), "not both --target-macs and --layer-ratio"),
+    (dict(method="single-step", layer_ratio=0.5, criterion="l2"), "--criterion 'l2' does not apply"),
 ])
 def test_bad_values_name_themselves(spec, bad):
     with pytest.raises(ValueError, match=bad.replace("(", r"\(").replace(".", r"\.")):

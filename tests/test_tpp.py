@@ -142,3 +142,42 @@ def test_bad_arguments_are_named():
         TPPRegularizer(groups, [0], ramp_steps=0, stabilize_steps=0)
     with pytest.raises(ValueError, match="stabilize_steps must be an integer >= 0, got -1"):
         TPPRegularizer(groups, [0], ramp_steps=1, stabilize_steps=-1)
+
+
+# ---- the pipeline (smoke profile, generated data) and the recipes ----
+
+def test_l1_tpp_and_tpp_dpm_runs_prune_the_same_filters(tmp_path):
+    from dpm_lab.config import get_profile
+    from dpm_lab.experiments import run
+    from dpm_lab.runspec import RunSpec
+
+    profile = get_profile("smoke").with_(dataset="synthetic")
+    dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
+                progress=False)
+    l1 = run(RunSpec(profile=profile, method="single-step", layer_ratio=0.5), **dirs)
+    tpp = run(RunSpec(profile=profile, method="tpp"), **dirs)
+    both = run(RunSpec(profile=profile, method="tpp+dpm", decay_steps=3), **dirs)
+    target = {"layer_ratio": 0.5, "layers": ["layer*.conv1"], "exclude": []}
+    for r in (l1, tpp, both):
+        assert r["config"]["options"]["target"] == target
+        assert r["selected"] == 3 * (16 + 32 + 64) // 2  # half of each block conv1 of ResNet-20
+    assert l1["macs"] == tpp["macs"] == both["macs"] < l1["dense_macs"]
+    assert len(tpp["tpp_history"]) == len(both["tpp_history"]) == 2   # 1 ramp + 1 stabilise
+    assert tpp["top1_after_removal"] == tpp["top1_zeroed"]            # zero channels: exact
+    assert both["top1_after_finalize"] == both["soft_top1"] and both["released"] >= 0
+    assert both["decay"]["decay_steps"] == 3
+
+
+def test_tpp_recipes():
+    from dpm_lab.config import get_profile
+    from dpm_lab.hosts.recipes import tpp_recipe
+
+    paper = tpp_recipe("paper", "resnet56")
+    assert (paper.ramp_epochs, paper.stabilize_epochs, paper.update_interval, paper.r_max,
+            paper.gram_weight, paper.zero_interval) == (256, 26, 10, 1.0, 1000.0, 100)
+    assert (paper.regularise.lr, paper.finetune.epochs, paper.finetune.milestones) == \
+        (1e-3, 120, (60, 90))
+    assert paper.layers == ("layer*.conv1",) and tpp_recipe("paper", "vgg19_bn").exclude == \
+        ("features.0",)
+    mini = tpp_recipe("mini")  # regularisation comes out of the same fine-tuning budget
+    assert mini.regularise.epochs + mini.finetune.epochs == get_profile("mini").finetune.epochs

@@ -3,7 +3,8 @@ Torch-Pruning, fine-tune. The baseline that Smooth Pruning with N = 1 reproduces
 from __future__ import annotations
 
 from ..metrics import example_input
-from ..pruning import ChannelGroups, accumulate_gradients, single_step_prune
+from ..pruning import (ChannelGroups, accumulate_gradients, layerwise_selection, remove_channels,
+                       single_step_prune)
 from .base import Method
 
 
@@ -27,10 +28,15 @@ def core_groups(model, ctx):
 
 class SingleStep(Method):
     def prepare(self, model):
-        o = self.config["options"]
+        o, size = self.config["options"], self.ctx.size
         groups = core_groups(model, self.ctx)
-        _, self.history_tp, ids = single_step_prune(model, core_target(o), o["criterion"],
-                                                    self.ctx.size, groups)
+        if "layer_ratio" in o["target"]:  # TPP's L1 baseline: its layers, by filter L1
+            t = o["target"]
+            ids = layerwise_selection(groups, t["layer_ratio"], t["layers"], t["exclude"])
+            self.history_tp = remove_channels(model, groups.split(ids), size)
+        else:
+            _, self.history_tp, ids = single_step_prune(model, core_target(o), o["criterion"],
+                                                        size, groups)
         self.selected = len(ids)
 
     def finalize(self, model, history):

@@ -1,0 +1,53 @@
+"""TPP (Trainability Preserving Pruning) as a method, and TPP × DPM, which is new (neither
+paper has it).
+
+``tpp``: choose the filters once (layer-wise filter L1), train ``regularise`` epochs with
+:class:`~dpm_lab.pruning.TPPRegularizer` (ramp, then stabilise with layer-by-layer hard
+zeroing), zero what is left, remove, fine-tune. ``tpp+dpm``: the same regularisation without
+the hard zeroing; fine-tuning then starts by handing the chosen filters to Smooth Pruning (they
+reach zero after N steps) with Self-Rectifying, which may release a wrongly chosen filter (a
+released filter is not replaced: TPP selects once).
+"""
+from __future__ import annotations
+
+from ..engine import evaluate, fit
+from ..metrics import example_input
+from ..pruning import (ChannelGroups, SmoothPruning, TPPRegularizer, layerwise_selection,
+                       remove_channels)
+from .base import Method, finish_decay, rectifier
+
+
+class TPP(Method):
+    def prepare(self, model):
+        ctx, recipe = self.ctx, self.ctx.res.recipe
+        spe = len(ctx.data.train)
+        self.groups = ChannelGroups(model, example_input(model, ctx.size))
+        self.ids = layerwise_selection(self.groups, recipe.layer_ratio, recipe.layers,
+                                       recipe.exclude)
+        dpm = self.config["method"] == "tpp+dpm"
+        tpp = TPPRegularizer(self.groups, self.ids, recipe.ramp_epochs * spe,
+                             recipe.stabilize_epochs * spe, recipe.update_interval, recipe.r_max,
+                             recipe.gram_weight, recipe.zero_interval, zero_out=not dpm)
+        self.extra = {"selected": len(self.ids), "tpp_history": fit(
+            model, ctx.data.train, ctx.data.test, recipe.regularise, [tpp],
+            checkpoint=ctx.run_dir / "regularise.ckpt", resume=True, device=ctx.device,
+            seed=ctx.seed, progress=ctx.progress, desc="tpp regularise", val_loader=ctx.data.val)}
+        if dpm:
+            self.sp = SmoothPruning(self.groups, None, recipe.decay_steps, rounds=[0],
+                                    rectifier=rectifier(self.config, ctx.total_steps),
+                                    input_size=ctx.size, selector=lambda pruner, step: self.ids,
+                                    release_until=recipe.decay_steps)
+            return
+        self.sp = None
+        tpp.zero_(tpp.pruned)  # layers the stabilise phase had not reached yet
+        self.extra["top1_zeroed"] = evaluate(model, ctx.data.test, ctx.device)
+        self.extra["history_tp"] = remove_channels(model, self.groups.split(self.ids), ctx.size)
+        self.extra["top1_after_removal"] = evaluate(model, ctx.data.test, ctx.device)
+
+    def hooks(self):
+        return [self.sp] if self.sp else []
+
+    def finalize(self, model, history):
+        if self.sp is None:
+            return model, self.extra
+        return finish_decay(self.sp, model, history, self.ctx, self.extra)
