@@ -482,3 +482,22 @@ def layer_widths(models: dict, out=None, show: bool = True):
     ax.set(xlabel="convolution (network order)", ylabel="output channels")
     ax.legend(fontsize=8)
     return _finish(fig, out, show)
+
+
+def gram_heatmaps(weights: dict, pruned: torch.Tensor, out=None, show: bool = True):
+    """|G| = |W Wᵀ| of one layer's filters, side by side for each ``{label: weight}``, filters
+    ordered pruned first (``pruned``: bool per filter) and cut by a line: TPP's regulariser
+    empties the pruned rows and columns and leaves the kept block alone."""
+    order = torch.cat([pruned.nonzero().flatten(), (~pruned).nonzero().flatten()]).cpu()
+    k = int(pruned.sum())
+    fig, axes = plt.subplots(1, len(weights), figsize=(3.6 * len(weights), 3.2), squeeze=False)
+    for ax, (label, w) in zip(axes[0], weights.items()):
+        W = w.detach().flatten(1).double().cpu()[order]
+        G = (W @ W.T).abs().numpy()
+        sns.heatmap(G, ax=ax, cmap="viridis", square=True, xticklabels=False, yticklabels=False,
+                    cbar_kws={"label": "|G|"})
+        ax.axhline(k, color="w", lw=0.8)
+        ax.axvline(k, color="w", lw=0.8)
+        ax.set(title=label, xlabel=f"filter ({k} pruned first)", ylabel="filter")
+    fig.tight_layout()
+    return _finish(fig, out, show)

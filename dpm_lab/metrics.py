@@ -1,4 +1,5 @@
-"""Cost metrics: MACs and parameters (counted by torch-pruning) and measured latency."""
+"""Cost metrics: MACs and parameters (counted by torch-pruning) and measured latency; and one
+trainability signal, the input-output Jacobian's RMS singular value."""
 from __future__ import annotations
 
 import time
@@ -49,3 +50,19 @@ def latency_ms(model: nn.Module, batch_size: int = 128, input_hw=(32, 32), devic
             model(x)
             times.append((time.perf_counter() - t0) * 1e3)
     return float(sorted(times)[len(times) // 2])
+
+
+def jacobian_rms_singular_value(model: nn.Module, x: torch.Tensor, probes: int = 8,
+                                seed: int = 0) -> float:
+    """RMS singular value of the input-output Jacobian J of ``model`` (eval mode), per sample,
+    averaged over the batch ``x``: √(tr(JᵀJ) / k) for k outputs, with tr(JᵀJ) = E‖J v‖² over
+    Gaussian probes v (Hutchinson; ``probes`` forward-mode passes). TPP's trainability argument
+    is about this spectrum: pruning that shrinks it slows the training that follows."""
+    model.eval()
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    total = torch.zeros(len(x), device=x.device, dtype=torch.float64)
+    for _ in range(probes):
+        v = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        out, jv = torch.func.jvp(model, (x,), (v,))
+        total += jv.detach().flatten(1).double().pow(2).sum(1)
+    return float((total / probes / out[0].numel()).sqrt().mean())

@@ -181,3 +181,14 @@ def test_tpp_recipes():
         ("features.0",)
     mini = tpp_recipe("mini")  # regularisation comes out of the same fine-tuning budget
     assert mini.regularise.epochs + mini.finetune.epochs == get_profile("mini").finetune.epochs
+
+
+def test_jacobian_rms_singular_value_of_a_linear_map():
+    from dpm_lab.metrics import jacobian_rms_singular_value
+
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3, bias=False)).double()
+    x = torch.randn(5, 3, 2, 2, dtype=torch.float64)
+    exact = (lin[1].weight.pow(2).sum() / 3).sqrt().item()   # √(tr(WᵀW) / k), every sample
+    estimate = jacobian_rms_singular_value(lin, x, probes=4000)
+    assert abs(estimate - exact) < 0.02 * exact              # Monte Carlo, 4000 probes x 5
