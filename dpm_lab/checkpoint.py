@@ -32,7 +32,7 @@ def save_checkpoint(obj, path: str | os.PathLike) -> None:
     if distributed.is_main():
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
         torch.save(obj, tmp)
         os.replace(tmp, path)
     distributed.barrier()

@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     _places(sweep)
     for flags, dest, kw in RUN_OPTIONS:
         sweep.add_argument(*flags, dest=dest, default=None, nargs="+", **kw)
+    sweep.add_argument("--workers", type=_positive_int, default=1,
+                       help="processes running grid points at once, claiming them through the "
+                            "results folder (default 1)")
 
     report = sub.add_parser("report", help="tables and accuracy-vs-MACs figures from the "
                                            "recorded results of a profile")
@@ -243,7 +246,7 @@ def _dispatch(args) -> int:
     common = dict(device=args.device, data_root=args.data_root, **dirs)
     if args.command == "sweep":
         specs = _grid_of(args.file, _given_axes(args), sweep=True)
-        records = experiments.sweep(specs, **common)
+        records = experiments.sweep(specs, workers=args.workers, **common)
         if not distributed.is_main():
             return 0
         import pandas as pd

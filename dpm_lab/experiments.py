@@ -15,6 +15,7 @@ identical configuration); a finished phase is found by its record and reused.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from .config import Profile, get_profile
 from .data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
                    split_validation)
 from .checkpoint import load_checkpoint, save_checkpoint
+from .claims import release, remove_stale_temporaries, shared_phase, try_claim
 from .engine import default_device, fit
 from .methods import Context, method_class, selection_rounds
 from .metrics import macs_params
@@ -89,10 +91,16 @@ def train_dense(profile: Profile | str | None = None, seed: int = 0, *, results_
     data = loaders(profile, seed, device, data_root)
     torch.manual_seed(seed)
     model = get_model(profile.model, data.num_classes)
-    finished = read_finished(record_path, config)
-    if finished is not None and (run / "model.pt").exists():
-        model.load_state_dict(load_checkpoint(run / "model.pt"))
-        return model.to(device), finished
+    with shared_phase(record_path):  # one process trains it; the others wait, then reuse it
+        finished = read_finished(record_path, config)
+        if finished is not None and (run / "model.pt").exists():
+            model.load_state_dict(load_checkpoint(run / "model.pt"))
+            return model.to(device), finished
+        return _train_dense(model, profile, seed, config, data, run, record_path, device,
+                            progress)
+
+
+def _train_dense(model, profile, seed, config, data, run, record_path, device, progress):
     t0 = time.time()
     history = fit(model, data.train, data.test, profile.dense, checkpoint=run / "train.ckpt",
                   resume=True, device=device, seed=seed, progress=progress, desc="dense",
@@ -180,15 +188,78 @@ def _start_model(start: str, profile: Profile, seed: int, data: Loaders, **dense
     raise ValueError(f"unknown start {start!r}; allowed: dense, scratch, torchvision")
 
 
-def sweep(specs, *, progress=None, **kwargs) -> list[dict]:
+def sweep(specs, *, progress=None, workers: int = 1, **kwargs) -> list[dict]:
     """Run every spec (e.g. from :func:`dpm_lab.runspec.grid`), skipping finished ones, with a
-    progress bar over runs. Every spec is resolved first, so a bad one fails before any
-    training."""
+    progress bar over runs; return their records. Every spec is resolved first, so a bad one
+    fails before any training.
+
+    ``workers`` > 1 runs that many processes at once (each with its share of the CPU threads),
+    which claim grid points through the file system (:mod:`dpm_lab.claims`); shared phases (a
+    dense model, a DepGraph sparse-learning run) are trained by one and reused by the others.
+    Killed at any moment, a rerun finishes the grid with one record per point: records and
+    checkpoints are written atomically, a dead process's claims and temporary files are taken
+    over, and interrupted runs resume from their last epoch.
+    """
     specs = list(specs)
     for s in specs:
         resolve(s)
-    records = []
-    disable = None if progress is None else not progress
-    for s in tqdm(specs, desc="runs", disable=disable if distributed.is_main() else True):
-        records.append(run(s, progress=progress, **kwargs))
-    return records
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers > 1 and distributed.world_size() > 1:
+        raise ValueError(f"--workers {workers} under torchrun: the processes are already the "
+                         "DDP ranks of each run; use one or the other")
+    for folder in _dirs(kwargs.get("results_dir"), kwargs.get("runs_dir")):
+        if folder.exists() and distributed.is_main():
+            remove_stale_temporaries(folder)
+    disable = (None if progress is None else not progress) if distributed.is_main() else True
+    if workers == 1:
+        _work(specs, progress, kwargs, bar=disable is not True)
+    else:
+        threads = max(1, torch.get_num_threads() // workers)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_work, args=(specs, False, kwargs, False, threads))
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        paths = [run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]
+                 for s in specs]
+        with tqdm(total=len(specs), desc=f"runs ({workers} workers)", disable=disable) as bar:
+            while any(p.is_alive() for p in procs):
+                bar.update(sum(p.exists() for p in paths) - bar.n)
+                time.sleep(1)
+            bar.update(sum(p.exists() for p in paths) - bar.n)
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {workers} sweep workers failed (exit codes "
+                               f"{failed}); run the sweep again to finish the grid")
+    return [run(s, progress=False, **kwargs) for s in specs]  # every one finished: read back
+
+
+def _work(specs, progress, kwargs, bar: bool, threads: int | None = None) -> None:
+    """One sweep process: run every spec whose claim it gets; leave those a live process holds
+    and come back to them until each has a record."""
+    if threads:
+        torch.set_num_threads(threads)
+    if distributed.world_size() > 1:  # DDP: every rank runs every spec together, no claims
+        for s in tqdm(specs, desc="runs", disable=not bar):
+            run(s, progress=progress, **kwargs)
+        return
+    record = {id(s): run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]
+              for s in specs}
+    pending = list(specs)
+    with tqdm(total=len(specs), desc="runs", disable=not bar) as t:
+        while pending:
+            held = []
+            for s in pending:
+                if not try_claim(record[id(s)]):
+                    held.append(s)
+                    continue
+                try:
+                    run(s, progress=progress, **kwargs)
+                finally:
+                    release(record[id(s)])
+                t.update()
+            pending = [s for s in held if not record[id(s)].exists()]
+            t.update(len(held) - len(pending))
+            if pending:
+                time.sleep(1)

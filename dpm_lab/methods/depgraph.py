@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from .. import __version__
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..claims import shared_phase
 from ..engine import evaluate, fit
 from ..hosts import ProgressiveSelector, SparseLearning, make_pruner, progressive_prune
 from ..metrics import example_input
@@ -64,9 +65,14 @@ class DepGraph(Method):
                   "normalizer": recipe.normalizer, "iterative_steps": recipe.iterative_steps}
         sl_run = (ctx.runs_dir / profile.name / "depgraph"
                   / f"sl_{profile.model}_s{ctx.seed}_{config_hash(config)}")
-        if (sl_run / "model.pt").exists():
-            model.load_state_dict(load_checkpoint(sl_run / "model.pt"))
-            return json.loads((sl_run / "history.json").read_text())
+        with shared_phase(sl_run / "model.pt"):  # one process trains it, the others reuse it
+            if (sl_run / "model.pt").exists():
+                model.load_state_dict(load_checkpoint(sl_run / "model.pt"))
+                return json.loads((sl_run / "history.json").read_text())
+            return self._train_sparse(model, sl_run)
+
+    def _train_sparse(self, model, sl_run) -> list[dict]:
+        ctx, recipe = self.ctx, self.ctx.res.recipe
         pruner = make_pruner(model, ctx.size, recipe.reg, recipe.normalizer,
                              recipe.iterative_steps)
         history = fit(model, ctx.data.train, ctx.data.test, recipe.sparse_learning,

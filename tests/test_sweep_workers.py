@@ -1,0 +1,70 @@
+"""Sweeps that scale: several worker processes split a grid through file-system claims, and a
+sweep killed with SIGKILL (twice) and restarted ends with exactly one record per grid point,
+no temporary file and no claim left behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dpm_lab.claims import release, remove_stale_temporaries, try_claim
+
+GRID = ["--profile", "smoke", "--data", "synthetic", "--method", "single-step", "sp", "dpm",
+        "--seed", "0", "1"]
+
+
+def _sweep(tmp_path, *extra):
+    env = {**os.environ, "MPLBACKEND": "Agg", "DPM_LAB_HOME": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "dpm_lab", "sweep", *GRID, "--device", "cpu",
+                             *extra], env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _records(tmp_path) -> list[Path]:
+    return sorted((tmp_path / "results" / "smoke" / "core").glob("*.json"))
+
+
+def test_claims_are_exclusive_and_a_dead_holders_claim_is_taken_over(tmp_path):
+    target = tmp_path / "run.json"
+    assert try_claim(target) and not try_claim(target)       # ours; a second claim fails
+    release(target)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claim = tmp_path / "run.json.claim"
+    claim.write_text(f"{os.uname().nodename} {dead.pid}")     # left by a killed process
+    assert try_claim(target)
+    (tmp_path / f"run.json.{dead.pid}.tmp").write_text("{half")
+    (tmp_path / f"run.json.{os.getpid()}.tmp").write_text("{live")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert (tmp_path / f"run.json.{os.getpid()}.tmp").exists()
+
+
+def _kill_when(tmp_path, ready) -> None:
+    """Start the sweep with 2 workers and SIGKILL it (workers included) once ``ready()``."""
+    proc = _sweep(tmp_path, "--workers", "2")
+    deadline = time.time() + 600
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_sweep_killed_twice_finishes_with_one_record_per_point(tmp_path):
+    # first kill: inside the first dense training (its checkpoint exists, no record yet)
+    _kill_when(tmp_path, lambda: any(tmp_path.glob("runs/smoke/dense/*/train.ckpt")))
+    assert _records(tmp_path) == [] and list(tmp_path.glob("**/*.claim"))
+    # second kill: in the middle of the grid
+    _kill_when(tmp_path, lambda: len(_records(tmp_path)) >= 1)
+    assert 1 <= len(_records(tmp_path)) < 6
+    done = _sweep(tmp_path, "--workers", "2")
+    out, _ = done.communicate(timeout=900)
+    assert done.returncode == 0, out
+    records = _records(tmp_path)
+    assert len(records) == 6                                  # 3 methods x 2 seeds
+    assert {(json.loads(r.read_text())["method"], json.loads(r.read_text())["seed"])
+            for r in records} == {(m, s) for m in ("single-step", "sp", "dpm") for s in (0, 1)}
+    left = [p for p in tmp_path.glob("**/*") if p.suffix in (".tmp", ".claim")]
+    assert left == []
+    assert len(list((tmp_path / "results" / "smoke" / "dense").glob("*.json"))) == 2
