@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -194,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=_positive_int, default=1,
                        help="processes running grid points at once, claiming them through the "
                             "results folder (default 1)")
+    sweep.add_argument("--cluster", choices=("slurm", "local"), default=None,
+                       help="submit the grid points as jobs with submitit instead of running "
+                            "them here: slurm (one array job, returns at once) or local "
+                            "(processes on this machine; waits)")
+    sweep.add_argument("--partition", default=None, help="slurm: the partition")
+    sweep.add_argument("--timeout-min", type=_positive_int, default=600,
+                       help="slurm: time limit of one run in minutes (default 600)")
+    sweep.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run (default 1)")
 
     report = sub.add_parser("report", help="tables and accuracy-vs-MACs figures from the "
                                            "recorded results of a profile")
@@ -246,6 +255,8 @@ def _dispatch(args) -> int:
     common = dict(device=args.device, data_root=args.data_root, **dirs)
     if args.command == "sweep":
         specs = _grid_of(args.file, _given_axes(args), sweep=True)
+        if args.cluster:
+            return _submit(args, specs, common)
         records = experiments.sweep(specs, workers=args.workers, **common)
         if not distributed.is_main():
             return 0
@@ -272,6 +283,31 @@ def _dispatch(args) -> int:
           f"{record['params'] / 1e6:.3f} M params")
     if not args.no_figure:
         print(f"figure: {figures.training_curve(record)}")
+    return 0
+
+
+def _submit(args, specs, common) -> int:
+    """``sweep --cluster``: the grid's unfinished points as submitit jobs."""
+    import submitit
+
+    from . import experiments
+    from .paths import runs_dir
+
+    folder = Path(args.runs_dir or runs_dir()) / "submitit"
+    if args.cluster == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=args.timeout_min)
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(timeout_min=args.timeout_min, gpus_per_node=args.gpus,
+                                   tasks_per_node=1, slurm_partition=args.partition)
+    jobs = experiments.submit(specs, executor, **common)
+    print(f"submitted {len(jobs)} of {len(specs)} runs ({len(specs) - len(jobs)} already "
+          f"recorded) to {args.cluster}; job logs under {folder}")
+    if args.cluster == "local":
+        for job in jobs:
+            job.result()  # raises with the job's traceback if a run failed
+        print(f"all {len(jobs)} jobs finished")
     return 0
 
 

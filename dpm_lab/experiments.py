@@ -29,7 +29,7 @@ from .config import Profile, get_profile
 from .data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
                    split_validation)
 from .checkpoint import load_checkpoint, save_checkpoint
-from .claims import release, remove_stale_temporaries, shared_phase, try_claim
+from .claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
 from .engine import default_device, fit
 from .methods import Context, method_class, selection_rounds
 from .metrics import macs_params
@@ -39,7 +39,8 @@ from .pruning import save_pruned
 from .results import make_record, read_finished, write_record
 from .runspec import RunSpec, config_hash, dense_config, resolve
 
-__all__ = ["Loaders", "loaders", "train_dense", "selection_rounds", "run_paths", "run", "sweep"]
+__all__ = ["Loaders", "loaders", "train_dense", "selection_rounds", "run_paths", "run", "sweep",
+           "submit"]
 
 
 class Loaders(NamedTuple):
@@ -263,3 +264,26 @@ def _work(specs, progress, kwargs, bar: bool, threads: int | None = None) -> Non
             t.update(len(held) - len(pending))
             if pending:
                 time.sleep(1)
+
+
+def submit(specs, executor, **kwargs) -> list:
+    """Submit every spec that has no record yet as one job of a submitit ``executor``
+    (``submitit.AutoExecutor`` for SLURM; ``submitit.LocalExecutor`` runs them as local
+    processes), in one array; returns the jobs (``job.result()`` is the record). Each job runs
+    under the grid point's claim (:mod:`dpm_lab.claims`), so a point submitted twice runs once
+    and the second job reads its record back; shared phases are trained once."""
+    specs = list(specs)
+    for s in specs:
+        resolve(s)
+    todo = [s for s in specs
+            if not run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0].exists()]
+    if not todo:
+        return []
+    with executor.batch():
+        jobs = [executor.submit(_claimed_run, s, kwargs) for s in todo]
+    return jobs
+
+
+def _claimed_run(spec: RunSpec, kwargs: dict) -> dict:
+    with exclusive(run_paths(spec, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]):
+        return run(spec, progress=False, **kwargs)

@@ -68,3 +68,23 @@ def test_a_sweep_killed_twice_finishes_with_one_record_per_point(tmp_path):
     left = [p for p in tmp_path.glob("**/*") if p.suffix in (".tmp", ".claim")]
     assert left == []
     assert len(list((tmp_path / "results" / "smoke" / "dense").glob("*.json"))) == 2
+
+
+def test_a_grid_submitted_through_submitits_local_executor_runs_once(tmp_path):
+    import submitit
+
+    from dpm_lab.config import get_profile
+    from dpm_lab.experiments import submit
+    from dpm_lab.runspec import RunSpec
+
+    profile = get_profile("smoke").with_(dataset="synthetic")
+    specs = [RunSpec(profile=profile, method=m) for m in ("single-step", "sp")]
+    dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu")
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=20)
+    jobs = submit(specs, executor, **dirs)
+    records = [job.result() for job in jobs]
+    assert sorted(r["method"] for r in records) == ["single-step", "sp"]
+    assert records[0]["dense_run_id"] == records[1]["dense_run_id"]   # one dense model, shared
+    assert submit(specs, executor, **dirs) == []                       # all recorded: nothing to do
+    assert list(tmp_path.glob("**/*.claim")) == []
