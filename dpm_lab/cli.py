@@ -215,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None,
                         help="folder for the figures (default: $DPM_LAB_HOME/figures)")
 
+    figs = sub.add_parser("figures", help="draw every committed figure again from the reference "
+                                          "records and the paper CSV (no training)")
+    figs.add_argument("--profile", choices=PROFILE_NAMES, default="mini",
+                      help="whose records (default mini)")
+    figs.add_argument("--results-dir", default=None,
+                      help="records to draw from (default: the repository's results/reference)")
+    figs.add_argument("--out", default=None,
+                      help="folder for the figures (default: the repository's figures/reference)")
+
     download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision")
     download.add_argument("dataset", choices=("cifar10", "cifar100"))
     download.add_argument("--data-root", default=None,
@@ -251,6 +260,8 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "report":
         return _report(args)
+    if args.command == "figures":
+        return _figures(args)
     dirs = {k: v for k, v in (("results_dir", args.results_dir), ("runs_dir", args.runs_dir)) if v}
     common = dict(device=args.device, data_root=args.data_root, **dirs)
     if args.command == "sweep":
@@ -385,6 +396,23 @@ def _drop_inapplicable(spec: RunSpec, dropped: set) -> RunSpec:
     clear = {n: None for n in refused if getattr(spec, n) is not None}
     dropped.update((spec.host, spec.method, n) for n in clear)
     return spec.replace(**clear)
+
+
+def _figures(args) -> int:
+    from .paper_figures import draw_all
+    from .paths import reference_dir
+
+    source = Path(args.results_dir) if args.results_dir else reference_dir("results")
+    out = Path(args.out) if args.out else reference_dir("figures")
+    if source is None or out is None:
+        raise ValueError("no results/reference or figures/reference folder found from the "
+                         "working directory upwards; run inside the repository or pass "
+                         "--results-dir and --out")
+    written, notes = draw_all(source, out, args.profile)
+    for line in notes:
+        print(f"note: {line}")
+    print(f"{len(written)} files in {out}: " + ", ".join(sorted(p.name for p in written)))
+    return 0
 
 
 def _report(args) -> int:

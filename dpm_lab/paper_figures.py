@@ -1,0 +1,171 @@
+"""Every committed figure, drawn again from recorded runs and the papers' numbers alone, with no
+training: ``python -m dpm_lab figures`` (and notebook 09).
+
+- ``accuracy_vs_macs_<host>``: our runs per method and target, as the mean final top-1 with its
+  95 % t-interval over seeds against the MACs kept. Beside them, in their own panel since the
+  data and models differ, are the paper's rows for that host from ``data/paper_results.csv``.
+- ``releases_<host>``: Self-Rectifying's release events of the DPM runs (step, layer, seed).
+- ``sr_ablation``: validation top-1 against each Self-Rectifying setting that the recorded
+  ablation varies, with the SP runs of the same ablation as a reference.
+
+One seaborn style, labelled axes, PNG and PDF. A figure whose records do not exist is skipped and
+named in the returned notes, never drawn from anything else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .figures import summarize, varying
+from .paper import load_paper_results
+from .results import load_records
+from .runspec import SR_DEFAULTS, describe
+from .stats import interval
+
+HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn")}
+STYLE = dict(style="whitegrid", context="paper")
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"CreationDate": None}
+                    if p.suffix == ".pdf" else None)
+    plt.close(fig)
+    return paths
+
+
+def _with_knobs(records: pd.DataFrame) -> pd.DataFrame:
+    knobs = pd.DataFrame(list(records["config"].map(describe)), index=records.index)
+    return pd.concat([records.drop(columns=[c for c in knobs if c in records]), knobs], axis=1)
+
+
+def _our_points(records: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (equal but for the seed): a label (the method, plus the knobs that
+    differ between configurations other than the target), the target, the seeds, the mean final
+    top-1 with its 95 % t-interval, and the mean MACs kept."""
+    table = summarize(records)
+    rows = []
+    for _, row in table.iterrows():
+        g = records[records["config_id"] == row["config_id"]]
+        mean, low, high = interval(g["final_top1"])
+        same = table[table["method"] == row["method"]]  # knobs that tell this method's rows apart
+        knobs = ", ".join(f"{k}={row[k]}" for k in varying(same, keep=()) if k != "target")
+        rows.append({"label": row["method"] + (f" ({knobs})" if knobs else ""),
+                     "target": row["target"], "seeds": len(g), "top1": mean, "low": low,
+                     "high": high, "macs": row["macs_ratio"]})
+    return pd.DataFrame(rows)
+
+
+def paper_points(framework: str, model: str) -> pd.DataFrame:
+    """The paper's rows for ``framework`` on ``model`` with both a top-1 and a FLOPs fraction:
+    method, top-1 (%) and FLOPs kept (fraction)."""
+    p = load_paper_results(framework=framework, model=model)
+    p = p[p["metric"].isin(["top1", "flops_remaining"])]
+    wide = p.pivot_table(index=["section", "method"], columns="metric", values="value",
+                         aggfunc="first").dropna().reset_index()
+    return pd.DataFrame({"method": wide["method"], "top1": wide["top1"],
+                         "macs": wide["flops_remaining"] / 100})
+
+
+def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
+    points = _our_points(records)
+    paper = HOST_FRAMEWORK.get(host)
+    fig, axes = plt.subplots(1, 2 if paper else 1, figsize=(11 if paper else 5.5, 4),
+                             squeeze=False)
+    ax = axes[0][0]
+    for i, (label, g) in enumerate(points.sort_values("macs").groupby("label", sort=False)):
+        seeds = "-".join(str(n) for n in sorted({g["seeds"].min(), g["seeds"].max()}))
+        ax.errorbar(g["macs"], g["top1"], yerr=[g["top1"] - g["low"], g["high"] - g["top1"]],
+                    marker="o", capsize=3, color=sns.color_palette()[i],
+                    label=f"{label}, {seeds} seeds")
+    model, data = records["model"].iloc[0], records["dataset"].iloc[0]
+    ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%), mean and 95 % CI",
+           title=f"ours: {host}, {model} on {data} ({profile})")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2))
+    if paper:
+        framework, paper_model = paper
+        pts = paper_points(framework, paper_model)
+        ax2 = axes[0][1]
+        sns.scatterplot(data=pts, x="macs", y="top1", hue="method", style="method", ax=ax2, s=50)
+        ax2.set(xlabel="FLOPs kept (fraction of dense)", ylabel="top-1 (%)",
+                title=f"paper ({framework} table): {paper_model} on full CIFAR-10")
+        ax2.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return _save(fig, out, f"accuracy_vs_macs_{host}_{profile}")
+
+
+def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
+    rows = [{"seed": r["seed"], "step": e["step"], "layer": e["group"]}
+            for _, r in records[records["method"] == "dpm"].iterrows()
+            for e in (r.get("releases") or [])]
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    order = sorted(df["layer"].unique())
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(order) + 1.5))
+    sns.stripplot(data=df, x="step", y="layer", hue="seed", order=order, ax=ax, size=4,
+                  jitter=0.2, palette="deep")
+    ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)",
+           title=f"Self-Rectifying releases, {host} + DPM ({profile}; {len(df)} releases, "
+                 f"{df['seed'].nunique()} seeds)")
+    ax.legend(title="seed", fontsize=7)
+    return _save(fig, out, f"releases_{host}_{profile}")
+
+
+def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
+    """One panel per Self-Rectifying setting the ablation varies: the DPM runs that differ from
+    the defaults in that setting alone (L2 selection), against the SP runs (L2)."""
+    df = _with_knobs(records)
+    df = df[df["criterion"] == "l2"]
+    metric = "final_val" if df["final_val"].notna().all() else "final_top1"
+    dpm, sp = df[df["method"] == "dpm"], df[df["method"] == "sp"]
+    panels = {}
+    for k in SR_DEFAULTS:
+        others = [o for o in SR_DEFAULTS if o != k]
+        one = dpm[(dpm[others] == pd.Series(SR_DEFAULTS)[others]).all(axis=1)]
+        if one[k].nunique() > 1:
+            panels[k] = one
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True,
+                             squeeze=False)
+    for ax, (k, one) in zip(axes[0], panels.items()):
+        sns.stripplot(data=one, x=k, y=metric, ax=ax, color=sns.color_palette()[0], size=6)
+        if not sp.empty:
+            ax.axhline(sp[metric].mean(), color="grey", ls="--", lw=1,
+                       label=f"SP ({len(sp)} run{'s' * (len(sp) > 1)})")
+        ax.set(xlabel=f"{k} (default {SR_DEFAULTS[k]})", ylabel=f"{metric.replace('_', ' ')} (%)")
+    axes[0][0].legend(fontsize=7)
+    seeds = sorted(int(x) for x in pd.concat([p["seed"] for p in panels.values()]).unique())
+    fig.suptitle(f"Self-Rectifying, one setting at a time from the defaults (DPM, L2 selection, "
+                 f"{profile}, seeds {seeds}, validation split)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, "sr_ablation")
+
+
+def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Path], list[str]]:
+    """Every figure from the records under ``reference`` (``results/reference``) and the paper
+    CSV, into ``out``; returns the files written and notes on what was skipped."""
+    sns.set_theme(**STYLE)
+    written, notes = [], []
+    for host in ("core", "depgraph", "otov2"):
+        records = load_records(reference / profile / host)
+        if records.empty:
+            notes.append(f"no {profile} records for {host}: accuracy_vs_macs_{host} skipped")
+            continue
+        written += accuracy_vs_macs_figure(records, host, profile, out)
+        paths = releases_figure(records, host, profile, out)
+        written += paths or []
+        if paths is None:
+            notes.append(f"no releases recorded for {host}: releases_{host} skipped")
+    sr = load_records(reference / "self-rectifying" / profile / "core")
+    paths = None if sr.empty else sr_ablation_figure(sr, profile, out)
+    written += paths or []
+    if paths is None:
+        notes.append("no Self-Rectifying ablation records: sr_ablation skipped")
+    return written, notes
