@@ -19,33 +19,19 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_zoo import _build, _decay, _models  # noqa: E402  (the test's own cases)
-from conftest import calibrate_bn  # noqa: E402
+from test_zoo import _models, decay_and_remove  # noqa: E402  (the test's own cases)
 
-from dpm_lab.metrics import macs_params  # noqa: E402
-from dpm_lab.pruning import finalize  # noqa: E402
 from dpm_lab.results import benchmark_record, write_record  # noqa: E402
 
 
 def measure(name: str, N: int) -> dict:
-    model, size = _build(name)
-    groups, pruner = _decay(model, size, N, exact_only=True)
-    calibrate_bn(model, size, dtype=torch.float64)
-    x = torch.randn(2, *size[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        soft = model(x)
-    dense_macs = macs_params(model, size)[0]
-    finalize(model, pruner, size)
-    with torch.no_grad():
-        removed = model(x)
-    return {"model": name, "input": size[-1], "structures": groups.num_structures,
-            "removed": len(pruner.pruned_ids()),
-            "max_output_change": (removed - soft).abs().max().item(),
-            "max_output": soft.abs().max().item(),
-            "macs_ratio": macs_params(model, size)[0] / dense_macs}
+    case = decay_and_remove(name, N)
+    return {"model": name, "input": case["size"][-1], "structures": case["groups"].num_structures,
+            "removed": len(case["pruner"].pruned_ids()),
+            "max_output_change": (case["removed"] - case["soft"]).abs().max().item(),
+            "max_output": case["soft"].abs().max().item(),
+            "macs_ratio": case["macs"] / case["dense_macs"]}
 
 
 def main(argv=None) -> dict:
