@@ -13,9 +13,11 @@ named in the returned notes, never drawn from anything else.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -37,6 +39,18 @@ def _save(fig, out: Path, name: str) -> list[Path]:
                     if p.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
+
+
+@contextlib.contextmanager
+def _seeded(seed: int = 0):
+    """seaborn's strip-plot jitter draws from NumPy's global generator: seed it for the plot
+    (and restore it), so the same records give the same figure."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _with_knobs(records: pd.DataFrame) -> pd.DataFrame:
@@ -108,8 +122,9 @@ def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     df = pd.DataFrame(rows)
     order = sorted(df["layer"].unique())
     fig, ax = plt.subplots(figsize=(8, 0.25 * len(order) + 1.5))
-    sns.stripplot(data=df, x="step", y="layer", hue="seed", order=order, ax=ax, size=4,
-                  jitter=0.2, palette="deep")
+    with _seeded():
+        sns.stripplot(data=df, x="step", y="layer", hue="seed", order=order, ax=ax, size=4,
+                      jitter=0.2, palette="deep")
     ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)",
            title=f"Self-Rectifying releases, {host} + DPM ({profile}; {len(df)} releases, "
                  f"{df['seed'].nunique()} seeds)")
@@ -135,7 +150,8 @@ def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True,
                              squeeze=False)
     for ax, (k, one) in zip(axes[0], panels.items()):
-        sns.stripplot(data=one, x=k, y=metric, ax=ax, color=sns.color_palette()[0], size=6)
+        with _seeded():
+            sns.stripplot(data=one, x=k, y=metric, ax=ax, color=sns.color_palette()[0], size=6)
         if not sp.empty:
             ax.axhline(sp[metric].mean(), color="grey", ls="--", lw=1,
                        label=f"SP ({len(sp)} run{'s' * (len(sp) > 1)})")
