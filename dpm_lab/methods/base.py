@@ -62,8 +62,11 @@ class Method:
 
     @property
     def desc(self) -> str:
-        """Progress-bar label."""
-        return self.config["method"]
+        """Progress-bar label: the method, or ``host+method`` inside a host."""
+        host, method = self.config["host"], self.config["method"]
+        if host == "core":
+            return method
+        return host if method == "host" else f"{host}+{method}"
 
     def prepare(self, model: nn.Module) -> None:
         """Work before training (default: none)."""

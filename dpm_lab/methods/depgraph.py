@@ -18,11 +18,6 @@ from .base import Method, finish_decay, rectifier, selection_rounds
 
 
 class DepGraph(Method):
-    @property
-    def desc(self):
-        m = self.config["method"]
-        return "depgraph" if m == "host" else f"depgraph+{m}"
-
     def prepare(self, model):
         ctx, recipe = self.ctx, self.ctx.res.recipe
         self.extra = {}

@@ -21,11 +21,6 @@ class OTOv2(Method):
         self.start = "torchvision" if from_dense == "torchvision" else (
             "dense" if from_dense else "scratch")
 
-    @property
-    def desc(self):
-        m = self.config["method"]
-        return "otov2" if m == "host" else f"otov2+{m}"
-
     def prepare(self, model):
         ctx, recipe = self.ctx, self.ctx.res.recipe
         total, spe = ctx.total_steps, len(ctx.data.train)
