@@ -24,6 +24,7 @@ import torch
 from . import distributed
 from .config import PROFILE_NAMES, SCHEDULES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
+from .hosts.gatedecorator import DECAY_SLICES
 from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
@@ -71,7 +72,8 @@ ALL_METHODS = tuple(dict.fromkeys(m for ms in METHODS.values() for m in ms))
 # (flags, RunSpec field, argparse keywords). Defaults are None: the profile's or recipe's value.
 RUN_OPTIONS = [
     (("--host",), "host", dict(choices=HOSTS, help="core: DPM's own selection (default); "
-                                                   "depgraph: Torch-Pruning group_sl; otov2: DHSPG")),
+                                                   "depgraph: Torch-Pruning group_sl; otov2: DHSPG; "
+                                                   "gatedecorator: gated BN + Tick-Tock")),
     (("--method", "--methods"), "method",
      dict(choices=ALL_METHODS, help="core: single-step | sp | dpm | tpp | tpp+dpm; hosts: "
                                     "host | sp | dpm (default dpm; a sweep: every method of "
@@ -96,7 +98,8 @@ RUN_OPTIONS = [
      dict(type=_val_fraction, help="hold out this fraction of the training split for "
                                    "validation (default: the profile's, 0)")),
     (("--target-macs", "--targets"), "target_macs",
-     dict(type=_fraction, help="core: fraction of dense MACs to keep (default 0.5)")),
+     dict(type=_fraction, help="core, gatedecorator: fraction of dense MACs to keep (default "
+                               "0.5; gatedecorator: the recipe's)")),
     (("--channel-ratio",), "channel_ratio",
      dict(type=_open_fraction, help="core, instead of --target-macs: fraction of every "
                                     "group's channels to remove")),
@@ -141,6 +144,9 @@ RUN_OPTIONS = [
     (("--released",), "released",
      dict(choices=RELEASED_GROUPS, help="otov2 dpm: a released group stays in G_p (stay, "
                                         "default), leaves it (leave) or is replaced (replace)")),
+    (("--gate-decay",), "gate_decay",
+     dict(choices=DECAY_SLICES, help="gatedecorator sp/dpm: what decays, the gates (gate, "
+                                     "default) or the gates with their conv filters")),
 ]
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 
 PROFILE_NAMES = ("smoke", "mini", "paper")
-SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant", "triangular")
 
 
 def _check(ok: bool, message: str) -> None:

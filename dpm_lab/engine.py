@@ -95,6 +95,8 @@ class LRFactor:
             return self.gamma ** sum(it >= m * self.steps_per_epoch for m in self.milestones)
         if self.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * t))
+        if self.schedule == "triangular":  # Gate Decorator's: lr/10 up to lr at mid-run, back down
+            return 0.1 + 0.9 * (1 - abs(2 * t - 1))
         # one-cycle: linear warm-up over the first 30 % from lr/25, cosine down to lr/1e4.
         if t < 0.3:
             return 0.04 + 0.96 * t / 0.3

@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
 from .engine import default_device, fit
 from .methods import Context, method_class, selection_rounds
-from .metrics import macs_params
+from .metrics import conv_widths, macs_params
 from .models import get_model, input_size, pretrained_model
 from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir
 from .pruning import save_pruned
@@ -152,6 +152,7 @@ def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_roo
                                 progress=progress)
     model.to(device)
     dense_macs, dense_params = macs_params(model, size)
+    dense_widths = conv_widths(model)
     method.prepare(model)
     history = fit(model, data.train, data.test, res.train, method.hooks(),
                   checkpoint=run_dir / method.checkpoint, resume=True, device=device, seed=seed,
@@ -166,7 +167,8 @@ def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_roo
         wall_time_s=time.time() - t0, host=c["host"], method=c["method"],
         dense_macs=dense_macs, dense_params=dense_params, dense_top1=dense.get("final_top1"),
         dense_run_id=dense.get("run_id"), macs_ratio=macs / dense_macs,
-        params_ratio=params / dense_params, device=str(device),
+        params_ratio=params / dense_params, dense_widths=dense_widths, widths=conv_widths(model),
+        device=str(device),
         checkpoint=str(run_dir / "model.pt"), **extra)
     write_record(record, record_path)
     return record

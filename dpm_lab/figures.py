@@ -181,7 +181,7 @@ def _revision_notes(records: pd.DataFrame) -> list[str]:
 
 
 class Comparison(NamedTuple):
-    """What ``report`` finds in one results folder (``dense``, ``core``, ``depgraph``, ``otov2``)."""
+    """What ``report`` finds in one results folder (``dense`` or a host's)."""
     name: str
     table: pd.DataFrame              # summarize(): one row per configuration
     figure: Path | None              # accuracy vs MACs
@@ -192,7 +192,8 @@ class Comparison(NamedTuple):
 
 def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Comparison]:
     """Every comparison recorded for ``profile`` under ``results_dir`` (default
-    ``$DPM_LAB_HOME/results``): one per host folder (``core``, ``depgraph``, ``otov2``).
+    ``$DPM_LAB_HOME/results``): one per host folder (``core``, ``depgraph``, ``otov2``,
+    ``gatedecorator``).
     Returns one ``Comparison`` per folder: the notes say when the records come from more than
     one revision or from uncommitted code; the paired differences (``stats.paired_differences``)
     compare each method with the baselines run for run over seeds; ``self_rectifying`` is
@@ -216,8 +217,8 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
         records = load_records(base / host)
         if records.empty:
             continue
-        title = {"core": "core methods", "depgraph": "DepGraph host",
-                 "otov2": "OTOv2 host"}[host] + f", {profile} profile"
+        title = {"core": "core methods", "depgraph": "DepGraph host", "otov2": "OTOv2 host",
+                 "gatedecorator": "Gate Decorator host"}[host] + f", {profile} profile"
         path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{host}_{profile}.png",
                                 title=title)
         table = summarize(records)
@@ -471,17 +472,33 @@ def sparsity_curves(records, out=None, show: bool = True):
 
 
 def layer_widths(models: dict, out=None, show: bool = True):
-    """Output channels of every convolution, one line per model (``{label: model}``): where each
-    method took its channels from."""
-    import torch.nn as nn
+    """Output channels of every convolution, one line per entry of ``{label: model or widths}``
+    (a list of channel counts in network order, e.g. from :func:`mean_widths`): where each method
+    took its channels from."""
+    from .metrics import conv_widths
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
     for i, (label, model) in enumerate(models.items()):
-        widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        widths = model if isinstance(model, (list, tuple, np.ndarray)) else conv_widths(model)
         ax.plot(range(len(widths)), widths, marker=".", label=label, color=sns.color_palette()[i])
     ax.set(xlabel="convolution (network order)", ylabel="output channels")
     ax.legend(fontsize=8)
     return _finish(fig, out, show)
+
+
+def mean_widths(records: pd.DataFrame, by: str = "method") -> dict:
+    """``{value of by: mean conv widths over its records}``, with ``"dense"`` first, from records
+    that kept their widths (``widths``, ``dense_widths``; records written before they did are
+    skipped)."""
+    if "widths" not in records:
+        return {}
+    kept = records[records["widths"].map(lambda w: isinstance(w, list))]
+    if kept.empty:
+        return {}
+    out = {"dense": list(np.mean(kept["dense_widths"].tolist(), axis=0))}
+    for key, rows in kept.groupby(by, sort=False):
+        out[key] = list(np.mean(rows["widths"].tolist(), axis=0))
+    return out
 
 
 def gram_heatmaps(weights: dict, pruned: torch.Tensor, out=None, show: bool = True):
@@ -499,5 +516,47 @@ def gram_heatmaps(weights: dict, pruned: torch.Tensor, out=None, show: bool = Tr
         ax.axhline(k, color="w", lw=0.8)
         ax.axvline(k, color="w", lw=0.8)
         ax.set(title=label, xlabel=f"filter ({k} pruned first)", ylabel="filter")
+    fig.tight_layout()
+    return _finish(fig, out, show)
+
+
+def gate_scores(groups, scores: torch.Tensor, picked: torch.Tensor | None = None, out=None,
+                show: bool = True):
+    """Gate Decorator's Taylor scores |φ·∂L/∂φ| of every structure, one column per dependency
+    group (root layer), log scale; ``picked`` (bool ``[S]``) marks what the tick prunes. The
+    ranking is global: a layer whose scores sit low loses most channels."""
+    roots = [g.root for g in groups.groups]
+    frame = pd.DataFrame({"layer": [roots[int(i)] for i in groups.group_of.cpu()],
+                          "score": scores.detach().double().cpu().clamp_min(1e-12).numpy()})
+    frame["picked"] = False if picked is None else picked.cpu().numpy()
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(roots)), 3.6))
+    sns.stripplot(frame, x="layer", y="score", hue="picked", palette={False: "C0", True: "C3"},
+                  size=3, jitter=0.25, ax=ax, log_scale=True)
+    ax.tick_params(axis="x", rotation=90)
+    ax.set(xlabel="dependency group (root layer)", ylabel="Taylor score |φ·∂L/∂φ|",
+           title="gate scores after one tick (red: pruned by the global ranking)")
+    fig.tight_layout()
+    return _finish(fig, out, show)
+
+
+def ticktock_trajectories(logs: dict, target: float | None = None, out=None, show: bool = True):
+    """Tick-Tock runs side by side (``{label: TickTock.log}``): the MACs kept once each tick's
+    pick is removed, and the test accuracy after each tick, against the optimiser step; tocks
+    are marked. The host and DPM pick at the same ticks; they differ in what the picked channels
+    do next (masked at once, or decaying over N steps)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for j, (label, log) in enumerate(logs.items()):
+        frame = pd.DataFrame(log)
+        a.plot(frame["step"], frame["macs_ratio"], marker=".", color=f"C{j}", label=label)
+        b.plot(frame["step"], frame["test_acc"], marker=".", color=f"C{j}", label=label)
+        tocks = frame[frame["tock"]]
+        b.scatter(tocks["step"], tocks["test_acc"], marker="^", color=f"C{j}", s=40)
+    if target is not None:
+        a.axhline(target, color="k", ls=":", lw=1, label="target")
+    a.set(xlabel="optimiser step", ylabel="MACs kept (fraction of dense)",
+          title="MACs after each tick's pick")
+    b.set(xlabel="optimiser step", ylabel="test top-1 (%)", title="accuracy after each tick (▲: a tock follows)")
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
     fig.tight_layout()
     return _finish(fig, out, show)

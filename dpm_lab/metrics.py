@@ -66,3 +66,9 @@ def jacobian_rms_singular_value(model: nn.Module, x: torch.Tensor, probes: int =
         out, jv = torch.func.jvp(model, (x,), (v,))
         total += jv.detach().flatten(1).double().pow(2).sum(1)
     return float((total / probes / out[0].numel()).sqrt().mean())
+
+
+def conv_widths(model: nn.Module) -> list[int]:
+    """Output channels of every ``nn.Conv2d``, in the model's order: what a record keeps of where
+    a method took its channels from."""
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]

@@ -24,9 +24,9 @@ from . import __version__, distributed
 from .config import Profile, get_profile
 from .models import PRETRAINED
 
-HOSTS = ("core", "depgraph", "otov2")
+HOSTS = ("core", "depgraph", "otov2", "gatedecorator")
 METHODS = {"core": ("single-step", "sp", "dpm", "tpp", "tpp+dpm"), "depgraph": ("host", "sp", "dpm"),
-           "otov2": ("host", "sp", "dpm")}
+           "otov2": ("host", "sp", "dpm"), "gatedecorator": ("host", "sp", "dpm")}
 # Self-Rectifying defaults, chosen on the validation split (results/reference/self-rectifying,
 # notebook 03): the scale-free C_rate, and the thresholds at which SR acts selectively.
 SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
@@ -41,7 +41,8 @@ DECAY_METHODS = ("sp", "dpm", "tpp+dpm")  # the methods with Smooth Pruning
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run as asked for. ``host``: ``core`` (DPM's own selection), ``depgraph`` or ``otov2``.
+    """One run as asked for. ``host``: ``core`` (DPM's own selection), ``depgraph``, ``otov2`` or
+    ``gatedecorator``.
     ``method``: ``single-step``/``sp``/``dpm``/``tpp``/``tpp+dpm`` for core, ``host``/``sp``/``dpm``
     for a host. ``layer_ratio``: TPP's layer-wise target (also single-step's, for TPP's L1
     baseline).
@@ -89,6 +90,8 @@ class RunSpec:
     lasso_while_decaying: bool | None = None
     l_init_at: str | None = None
     released: str | None = None
+    # Gate Decorator + DPM: what decays ("gate" or "gate+filter")
+    gate_decay: str | None = None
 
     def replace(self, **changes) -> "RunSpec":
         return replace(self, **changes)
@@ -116,12 +119,16 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
             why[o] = "TPP prunes a ratio of every chosen layer: --layer-ratio"
         why["prune_phase"] = "TPP selects once, before regularising"
     if host != "core":
-        ranks = ("DepGraph ranks channels by Torch-Pruning's group L2 magnitude"
-                 if host == "depgraph" else "OTOv2's DHSPG optimiser ranks groups itself")
+        ranks = {"depgraph": "DepGraph ranks channels by Torch-Pruning's group L2 magnitude",
+                 "otov2": "OTOv2's DHSPG optimiser ranks groups itself",
+                 "gatedecorator": "Gate Decorator ranks gates by their Taylor score"}[host]
         why["criterion"] = f"the {host} host chooses its channels itself ({ranks})"
         why["calibration_batches"] = why["criterion"]
         for o in ("target_macs", "channel_ratio"):
-            why[o] = "hosts take --speedup (depgraph) or --target-sparsity (otov2)"
+            why[o] = ("hosts take --speedup (depgraph), --target-sparsity (otov2) or "
+                      "--target-macs (gatedecorator)")
+        if host == "gatedecorator":
+            del why["target_macs"]
     if host != "depgraph":
         why["speedup"] = "--speedup is the DepGraph host's target"
         why["sparse_learning"] = "sparse learning belongs to the DepGraph host"
@@ -130,6 +137,8 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     if host != "otov2" or not decaying:
         for o in OTOV2_DPM_OPTIONS:
             why[o] = "a deviation of DHSPG for DPM: applies to --host otov2 --method sp or dpm"
+    if host != "gatedecorator" or not decaying:
+        why["gate_decay"] = "what decays inside Gate Decorator: --host gatedecorator --method sp/dpm"
     if method != "dpm":
         why["released"] = "what happens to released groups applies only to --method dpm"
     if not decaying:
@@ -138,6 +147,8 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     if host == "otov2":
         why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
                               "DHSPG's projection fires")
+    if host == "gatedecorator":
+        why["prune_phase"] = "Gate Decorator selects after every tick until its MACs target"
     if host == "core" and method not in TPP_METHODS and (
             spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
         why["calibration_batches"] = ("calibration batches compute the gradients of "
@@ -185,7 +196,8 @@ def resolve(spec: RunSpec) -> Resolved:
     changes = {k: v for k, v in (("model", spec.model), ("dataset", spec.dataset),
                                  ("val_fraction", spec.val_fraction)) if v is not None}
     profile = profile.with_(**changes)
-    resolve_host = {"core": _core, "depgraph": _depgraph, "otov2": _otov2}[spec.host]
+    resolve_host = {"core": _core, "depgraph": _depgraph, "otov2": _otov2,
+                    "gatedecorator": _gatedecorator}[spec.host]
     profile, train, dense, options, recipe = resolve_host(spec, profile)
     if spec.method in SR_METHODS:
         options["self_rectifying"] = _self_rectifying(spec)
@@ -323,14 +335,21 @@ def _depgraph(spec: RunSpec, profile: Profile):
     if spec.prune_phase is not None:
         _check_fraction("prune phase", spec.prune_phase)
         recipe = replace(recipe, prune_phase=spec.prune_phase)
+    # the host removes at once: N and rounds do not enter
+    return _prune_then_finetune(spec, profile, recipe, ("decay_steps", "prune_phase"))
+
+
+def _prune_then_finetune(spec: RunSpec, profile: Profile, recipe, not_for_host: tuple):
+    """A host that prunes, then fine-tunes from the dense checkpoint: its resolved parts, the
+    options in ``not_for_host`` left out of ``--method host``'s identity."""
     recipe = replace(recipe, finetune=_epochs(recipe.finetune, spec))
     profile = profile.with_(model=recipe.model)
     options = recipe.to_dict()
     options.pop("finetune")
     options.pop("model")
-    if spec.method == "host":  # the host removes at once: N and rounds do not enter
-        options.pop("decay_steps")
-        options.pop("prune_phase")
+    if spec.method == "host":
+        for o in not_for_host:
+            options.pop(o)
     return profile, recipe.finetune, asdict(profile.dense), options, recipe
 
 
@@ -365,6 +384,30 @@ def _otov2(spec: RunSpec, profile: Profile):
     dense = ({"torchvision_weights": PRETRAINED[profile.model]} if recipe.from_dense == "torchvision"
              else asdict(profile.dense) if recipe.from_dense else None)
     return profile, recipe.train, dense, options, recipe
+
+
+def _gatedecorator(spec: RunSpec, profile: Profile):
+    from .hosts.gatedecorator import DECAY_SLICES
+    from .hosts.recipes import gatedecorator_recipe
+
+    recipe = gatedecorator_recipe(profile, spec.model)
+    if spec.target_macs is not None:
+        if not 0 < spec.target_macs < 1:
+            raise ValueError(f"target MACs must be in (0, 1), got {spec.target_macs!r}")
+        recipe = replace(recipe, target_macs=spec.target_macs)
+    if spec.decay_steps is not None:
+        recipe = replace(recipe, decay_steps=_decay_steps(spec.decay_steps))
+    if recipe.decay_steps > recipe.finish_ticks * recipe.tick_batches:
+        raise ValueError(f"decay steps (N) {recipe.decay_steps} must be <= the "
+                         f"{recipe.finish_ticks * recipe.tick_batches} steps of the finishing "
+                         "ticks, so that every decay ends before the gates melt")
+    if spec.gate_decay is not None:
+        if spec.gate_decay not in DECAY_SLICES:
+            raise ValueError(f"unknown gate decay {spec.gate_decay!r}; choose one of: "
+                             f"{', '.join(DECAY_SLICES)}")
+        recipe = replace(recipe, decay=spec.gate_decay)
+    # the host masks at once: N and what decays do not enter
+    return _prune_then_finetune(spec, profile, recipe, ("decay_steps", "decay"))
 
 
 def config_hash(config: dict) -> str:
@@ -410,6 +453,8 @@ def describe(config: dict) -> dict:
         tgt = f"{o['speedup']}x" + ("" if o.get("sparse_learning") else " w/o SL")
     elif "target_sparsity" in o:
         tgt = f"GS {o['target_sparsity']}"
+    elif "target_macs" in o:  # Gate Decorator
+        tgt = f"MACs {o['target_macs']}"
     else:
         tgt = "-"
     sr = o.get("self_rectifying") or {}
@@ -423,4 +468,5 @@ def describe(config: dict) -> dict:
             "val_fraction": config["data"]["val_fraction"],
             **{k: sr.get(k) for k in SR_DEFAULTS},
             **{k: o.get(k) for k in ("lasso_while_decaying", "l_init_at")},
-            "on_release": o.get("released")}  # OTOv2's --released (a count is "released")
+            "on_release": o.get("released"),  # OTOv2's --released (a count is "released")
+            "gate_decay": o.get("decay")}

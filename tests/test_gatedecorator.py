@@ -3,6 +3,7 @@ nothing, masked channels come out exactly, and the gates' Taylor score is the fi
 change of zeroing each channel's output."""
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -82,3 +83,149 @@ def test_taylor_score_is_the_first_order_loss_change_of_each_channel():
     bn = gated.get_submodule(single.root.replace("conv1", "bn1"))
     ids = torch.arange(single.offset, single.offset + single.size)
     assert torch.allclose(taylor.scores[ids], (bn.gate * bn.gate.grad).abs()[single.position])
+
+
+# ---- Tick-Tock, alone and with Smooth Pruning (float64, generated data) ----
+
+SMALL = (1, 3, 16, 16)  # Tick-Tock tests train on every second pixel: 4x fewer MACs
+
+
+class _Double:
+    """A TensorLoader's batches in float64, for a float64 model, at ``SMALL``."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def set_epoch(self, epoch):
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return ((x[..., ::2, ::2].double(), y) for x, y in self.loader)
+
+
+def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7):
+    from dataclasses import replace
+
+    from dpm_lab.data import TensorLoader, synthetic_dataset
+    from dpm_lab.hosts.gatedecorator import TickTock, gate_entries
+    from dpm_lab.hosts.recipes import gatedecorator_recipe
+    from dpm_lab.pruning import SmoothPruning
+
+    train, test = synthetic_dataset(n_train=128, n_test=32)
+    recipe = replace(gatedecorator_recipe("smoke"), target_macs=target, tick_batches=2,
+                     prune_fraction=0.15, tock_every=2, finish_ticks=2, decay_steps=N or 1)
+    model = fold_gates(_resnet())
+    groups = ChannelGroups(model, _x(1)[..., ::2, ::2])
+    sp = None
+    if N:
+        sp = SmoothPruning(groups, None, N, rounds=(), selector=lambda p, s: [], input_size=SMALL,
+                           release_until=2 ** 62, scope="gate", entries=gate_entries(groups))
+    tt = TickTock(model, groups, recipe, _Double(TensorLoader(train, 32, True)),
+                  _Double(TensorLoader(test, 32, False)), SMALL, "cpu", 0, sp,
+                  checkpoint=checkpoint, max_ticks=max_ticks)
+    return model, groups, tt
+
+
+def _removed(model, groups, held):
+    melted = melt_gates(model).eval()
+    before = melted(_x())
+    remove_channels(melted, groups.split(held.nonzero().flatten()), SMALL)
+    return melted, before
+
+
+def test_tick_tock_stops_at_the_first_tick_that_meets_its_macs_target():
+    from dpm_lab.metrics import macs_params
+
+    model, groups, tt = _ticktock()
+    dense_macs = macs_params(melt_gates(copy.deepcopy(model)), SMALL)[0]
+    log = tt.run()
+    pruning = [e for e in log if not e["finishing"]]
+    assert len(pruning) >= 2 and pruning[-1]["macs_ratio"] <= 0.7 < pruning[-2]["macs_ratio"]
+    assert [e["tock"] for e in pruning] == [e["tick"] % 2 == 0 for e in pruning]
+    assert sum(e["finishing"] for e in log) == 2 and log[-1]["picked"] == 0
+    melted, before = _removed(model, groups, tt.held())
+    assert macs_params(melted, SMALL)[0] / dense_macs == log[-1]["macs_ratio"]
+    assert (melted(_x()) - before).abs().max() <= 1e-12  # masked channels come out exactly
+
+
+def test_gate_decorator_with_sp_N1_equals_the_host():
+    host_model, groups, host = _ticktock()
+    sp_model, sp_groups, sp = _ticktock(N=1)
+    host_log, sp_log = host.run(), sp.run()
+    assert [e["picked"] for e in host_log] == [e["picked"] for e in sp_log]
+    assert torch.equal(host.held(), sp.held())
+    assert [e["test_acc"] for e in host_log] == [e["test_acc"] for e in sp_log]
+    host_net, _ = _removed(host_model, groups, host.held())
+    sp_net, _ = _removed(sp_model, sp_groups, sp.held())
+    assert (host_net(_x()) - sp_net(_x())).abs().max() <= 1e-10
+
+
+def test_gate_decorator_with_dpm_zeroes_the_picked_gates_over_N_steps():
+    from dpm_lab.pruning import PRUNED
+
+    model, groups, tt = _ticktock(N=3)
+    tt.run()
+    pruned = tt.sp.status == PRUNED
+    assert pruned.any() and torch.equal(pruned, tt.held())
+    for e in groups.entries:  # every slice of a pruned structure is exactly zero, gates too
+        mine = pruned[e.owner.clamp_max(len(pruned) - 1)] & (e.owner < len(pruned))
+        assert e.param.detach().movedim(e.dim, 0)[mine].abs().sum() == 0
+
+
+def test_gated_smooth_pruning_pins_the_gate_norm_and_leaves_filters_alone():
+    from dpm_lab.hosts.gatedecorator import gate_entries
+    from dpm_lab.pruning import SmoothPruning
+
+    model = fold_gates(_resnet())
+    groups = ChannelGroups(model, _x(1))
+    entries = gate_entries(groups)
+    sp = SmoothPruning(groups, None, 4, rounds=(), selector=lambda p, s: [], input_size=SIZE,
+                       release_until=2 ** 62, scope="gate", entries=entries)
+    ids = torch.tensor([0, 5, 40])
+    l_init = groups.squared_norms(entries=entries).sqrt()[ids]
+    chosen = {id(e) for e in entries}
+    filters = [e for e in groups.entries if id(e) not in chosen]
+    before = groups.squared_norms(entries=filters)[ids]
+    sp.start_decay(ids)
+    for n in range(1, 4):
+        assert torch.allclose(groups.squared_norms(entries=entries).sqrt()[ids],
+                              l_init * (4 - n) / 4, rtol=0, atol=1e-12)
+        assert torch.equal(groups.squared_norms(entries=filters)[ids], before)
+        sp._apply(None, step=n)
+    assert groups.squared_norms()[ids].max() == 0
+
+
+def test_tick_tock_resumes_to_the_same_result(tmp_path):
+    _, _, whole = _ticktock(N=2)
+    log = whole.run()
+    model, _, cut = _ticktock(N=2, checkpoint=tmp_path / "tt.ckpt", max_ticks=2)
+    with pytest.raises(ValueError, match="not reached in 2 ticks"):
+        cut.run()
+    resumed_model, _, resumed = _ticktock(N=2, checkpoint=tmp_path / "tt.ckpt")
+    assert resumed.run() == log
+    assert torch.equal(resumed.sp.status, whole.sp.status)
+    for a, b in zip(resumed_model.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_bad_gate_decorator_settings_name_the_value():
+    from dpm_lab.hosts.gatedecorator import TaylorSelector, gate_entries
+    from dpm_lab.runspec import RunSpec, resolve
+
+    model = fold_gates(_resnet())
+    groups = ChannelGroups(model, _x(1))
+    with pytest.raises(ValueError, match="'filter'"):
+        gate_entries(groups, "filter")
+    with pytest.raises(ValueError, match="1.5"):
+        TaylorSelector(GateTaylor(groups), 1.5)
+    with pytest.raises(ValueError, match="decay steps"):
+        resolve(RunSpec(host="gatedecorator", method="dpm", profile="smoke", decay_steps=50))
+    with pytest.raises(ValueError, match=r"target MACs .*1\.0"):
+        resolve(RunSpec(host="gatedecorator", method="dpm", profile="smoke", target_macs=1.0))
+    with pytest.raises(ValueError, match="--prune-phase"):
+        resolve(RunSpec(host="gatedecorator", method="dpm", profile="smoke", prune_phase=0.5))
+    with pytest.raises(ValueError, match="--gate-decay"):
+        resolve(RunSpec(host="gatedecorator", method="host", profile="smoke", gate_decay="gate"))

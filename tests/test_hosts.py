@@ -274,7 +274,7 @@ def test_dhspg_bad_parameters_name_the_value():
 
 # ---- the pipelines (smoke profile, generated data, throw-away folders) ----
 
-@pytest.mark.parametrize("host", ["depgraph", "otov2"])
+@pytest.mark.parametrize("host", ["depgraph", "otov2", "gatedecorator"])
 def test_host_pipelines_write_consistent_records(host, tmp_path):
     from dpm_lab.config import get_profile
     from dpm_lab.experiments import run
@@ -291,7 +291,11 @@ def test_host_pipelines_write_consistent_records(host, tmp_path):
         assert r["config"]["host"] == host and r["config"]["method"] == m
         if host == "depgraph":
             assert r["macs_ratio"] <= 1 / 2.0
-        if m != "host":  # removal is exact: same MACs as counted before, same accuracy
+        if host == "gatedecorator":  # removal before fine-tuning is exact, at the target
+            assert r["macs_ratio"] == pytest.approx(r["ticktock"][-1]["macs_ratio"])
+            assert r["macs_ratio"] <= r["config"]["options"]["target_macs"]
+            assert r["top1_after_pruning"] == r["top1_gated"]
+        elif m != "host":  # removal is exact: same MACs as counted before, same accuracy
             assert r["macs"] == r["effective_macs"]
             assert r["top1_after_finalize"] == r["soft_top1"]
     (name, table, figure, notes, pairs, sr), = [r for r in report("smoke", tmp_path / "res",

@@ -6,10 +6,12 @@ pipeline (:func:`dpm_lab.experiments.run`) runs: start model → ``prepare`` →
 - :mod:`.smooth` — core Smooth Pruning / DPM;
 - :mod:`.depgraph` — DepGraph (Torch-Pruning ``group_sl``) alone, +SP, +DPM;
 - :mod:`.otov2` — OTOv2 (DHSPG) alone, +SP, +DPM;
+- :mod:`.gatedecorator` — Gate Decorator (Tick-Tock) alone, +SP, +DPM;
 - :mod:`.tpp` — TPP, and TPP × DPM.
 """
 from .base import Context, Method, finish_decay, rectifier, selection_rounds
 from .depgraph import DepGraph
+from .gatedecorator import GateDecorator
 from .otov2 import OTOv2
 from .single_step import SingleStep
 from .smooth import SmoothDecay
@@ -20,8 +22,8 @@ def method_class(host: str, method: str) -> type[Method]:
     """The class that runs ``method`` on ``host`` (both already validated by the run spec)."""
     if host == "core":
         return {"single-step": SingleStep, "tpp": TPP, "tpp+dpm": TPP}.get(method, SmoothDecay)
-    return {"depgraph": DepGraph, "otov2": OTOv2}[host]
+    return {"depgraph": DepGraph, "otov2": OTOv2, "gatedecorator": GateDecorator}[host]
 
 
 __all__ = ["Context", "Method", "method_class", "selection_rounds", "rectifier", "finish_decay",
-           "SingleStep", "SmoothDecay", "DepGraph", "OTOv2", "TPP"]
+           "SingleStep", "SmoothDecay", "DepGraph", "OTOv2", "GateDecorator", "TPP"]

@@ -22,6 +22,8 @@ entries decay together, and a channel's output fades linearly in the factor, as 
 projection. ``scope="group"`` scales every slice of the dependency group, consumer columns
 included (the earlier behaviour): an entry shared by two decaying structures then gets both
 factors, its structures fall below the schedule, and the channel's function fades as f².
+A host may name its own slices instead (``entries``): Gate Decorator decays only its gates
+(``scope="gate"``), the channel's scale, and zeroes the rest with them at the N-th step.
 
 By default the hook also owns *when and what* to select: ``rounds`` (optimiser-step counts;
 0 = at fit start) at which :func:`select` tops the selection up to ``target``, given the importance
@@ -55,6 +57,9 @@ class SmoothPruning(Hook):
     ``selection.CRITERIA``). ``rounds``: optimiser-step counts at which to (re)select.
     ``trace=True`` keeps every structure's norm after every step (for plots; costs memory).
     ``scope``: ``"producer"`` (default) or ``"group"``: which slices decay (module docstring).
+    ``entries``: a host's own choice of the slices that decay (a subset of ``groups.entries``);
+    ``scope`` is then only its name in the record. The other slices keep their values until the
+    N-th step and are zeroed with it.
     ``selector(pruner, step) -> ids``: the host's choice at a round, instead of :func:`select`
     (then ``target`` must be ``None``: the host owns the target).
     ``release_until``: Self-Rectifying may release only before this optimiser step (default: the
@@ -70,13 +75,13 @@ class SmoothPruning(Hook):
                  decay_steps: int, criterion: str = "l2", rounds: Sequence[int] = (0,),
                  rectifier: SelfRectifying | None = None, input_size=(1, 3, 32, 32),
                  trace: bool = False, selector=None, release_until: int | None = None,
-                 scope: str = "producer"):
+                 scope: str = "producer", entries=None):
         if not isinstance(decay_steps, int) or decay_steps < 1:
             raise ValueError(f"decay_steps (N) must be an integer >= 1, got {decay_steps!r}")
         if any(r < 0 for r in rounds) or (not rounds and release_until is None):
             raise ValueError(f"rounds must be a list of steps >= 0 (empty only with "
                              f"release_until), got {rounds!r}")
-        if scope not in SCOPES:
+        if entries is None and scope not in SCOPES:
             raise ValueError(f"unknown decay scope {scope!r}; choose one of: {', '.join(SCOPES)}")
         if selector is not None and target is not None:
             raise ValueError("give a target or a selector, not both: with a selector the host "
@@ -85,7 +90,11 @@ class SmoothPruning(Hook):
             raise ValueError("selection rounds need a target (ChannelRatio or MacsTarget) or a "
                              "host's selector")
         self.groups, self.target, self.decay_steps, self.scope = groups, target, decay_steps, scope
-        self.entries = groups.producer_entries() if scope == "producer" else None
+        if entries is None:
+            entries = groups.producer_entries() if scope == "producer" else None
+        elif not entries:
+            raise ValueError("entries is empty: Smooth Pruning needs the slices that decay")
+        self.entries = entries
         self.criterion, self.importance = criterion, make_importance(criterion)
         self.rounds = sorted(set(int(r) for r in rounds))
         self.release_until = self.rounds[-1] if release_until is None else release_until
@@ -219,8 +228,7 @@ class SmoothPruning(Hook):
         pruned = self.status == PRUNED
         factor = torch.where(pruned, torch.zeros_like(factor), factor)
         keep = (~pruned).to(factor.dtype)
-        self.groups.scale_(factor, keep, optimizer,
-                           consumer_factor=keep if self.scope == "producer" else None)
+        self.groups.scale_(factor, keep, optimizer, rest_factor=keep, entries=self.entries)
         if self.trace:
             self.norm_trace.append(self.norms())
 

@@ -366,21 +366,23 @@ class ChannelGroups:
 
     def scale_(self, factor: torch.Tensor, optimizer_state_mask: torch.Tensor | None = None,
                optimizer: torch.optim.Optimizer | None = None,
-               consumer_factor: torch.Tensor | None = None) -> None:
+               rest_factor: torch.Tensor | None = None, entries=None) -> None:
         """Multiply every structure's slices by ``factor[structure]`` in place (``[S]``).
 
-        ``consumer_factor``: a different factor for the consumers' input columns (default: the
-        same). With ``optimizer`` and ``optimizer_state_mask``, the optimiser's per-parameter
-        buffers (momentum, Adam moments) are multiplied by the mask too, so they cannot revive
-        a slice.
+        ``entries``: the slices that take ``factor`` (default: all); every other slice takes
+        ``rest_factor`` (default: ``factor`` too). Smooth Pruning decays its scope's slices by the
+        schedule and the rest by 0/1 this way. With ``optimizer`` and ``optimizer_state_mask``,
+        the optimiser's per-parameter buffers (momentum, Adam moments) are multiplied by the mask
+        too, so they cannot revive a slice.
         """
         f = self.pad(factor)
-        fc = f if consumer_factor is None else self.pad(consumer_factor)
+        fr = f if rest_factor is None else self.pad(rest_factor)
+        chosen = None if entries is None else {id(e) for e in entries}
         mask = None if optimizer_state_mask is None else self.pad(optimizer_state_mask)
         with torch.no_grad():
             for e in self.entries:
                 p = e.param
-                p.mul_(self.expand(f if e.producer else fc, e).to(p.dtype))
+                p.mul_(self.expand(f if chosen is None or id(e) in chosen else fr, e).to(p.dtype))
                 if mask is not None and optimizer is not None:
                     m = self.expand(mask, e)
                     for buf in optimizer.state.get(p, {}).values():

@@ -153,4 +153,5 @@ class TPPRegularizer(Hook):
         """Hard-zero the producer slices (filters, biases, BN γ/β) of the ``structures`` mask,
         and their optimiser buffers; that silences the channel (consumers read a zero)."""
         keep = (~structures).to(self.groups.dtype)
-        self.groups.scale_(keep, keep, optimizer, consumer_factor=torch.ones_like(keep))
+        self.groups.scale_(keep, keep, optimizer, rest_factor=torch.ones_like(keep),
+                           entries=self.groups.producer_entries())
