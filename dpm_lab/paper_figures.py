@@ -24,10 +24,11 @@ import seaborn as sns
 from .figures import summarize, varying
 from .paper import load_paper_results
 from .results import load_records
-from .runspec import SR_DEFAULTS, describe
+from .runspec import HOSTS, SR_DEFAULTS, describe
 from .stats import interval
 
-HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn")}
+HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),
+                  "gatedecorator": ("Gate Decorator", "vgg16")}
 STYLE = dict(style="whitegrid", context="paper")
 
 
@@ -69,7 +70,9 @@ def _our_points(records: pd.DataFrame) -> pd.DataFrame:
         mean, low, high = interval(g["final_top1"])
         same = table[table["method"] == row["method"]]  # knobs that tell this method's rows apart
         knobs = ", ".join(f"{k}={row[k]}" for k in varying(same, keep=()) if k != "target")
-        rows.append({"label": row["method"] + (f" ({knobs})" if knobs else ""),
+        # DepGraph's variant without sparse learning is another method, not another target
+        variant = " w/o SL" if str(row["target"]).endswith("w/o SL") else ""
+        rows.append({"label": row["method"] + variant + (f" ({knobs})" if knobs else ""),
                      "target": row["target"], "seeds": len(g), "top1": mean, "low": low,
                      "high": high, "macs": row["macs_ratio"]})
     return pd.DataFrame(rows)
@@ -169,7 +172,7 @@ def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Pa
     CSV, into ``out``; returns the files written and notes on what was skipped."""
     sns.set_theme(**STYLE)
     written, notes = [], []
-    for host in ("core", "depgraph", "otov2"):
+    for host in HOSTS:
         records = load_records(reference / profile / host)
         if records.empty:
             notes.append(f"no {profile} records for {host}: accuracy_vs_macs_{host} skipped")
