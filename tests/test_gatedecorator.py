@@ -110,9 +110,8 @@ def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7):
     from dataclasses import replace
 
     from dpm_lab.data import TensorLoader, synthetic_dataset
-    from dpm_lab.hosts.gatedecorator import TickTock, gate_entries
+    from dpm_lab.hosts.gatedecorator import TickTock, gate_smooth_pruning
     from dpm_lab.hosts.recipes import gatedecorator_recipe
-    from dpm_lab.pruning import SmoothPruning
 
     train, test = synthetic_dataset(n_train=128, n_test=32)
     recipe = replace(gatedecorator_recipe("smoke"), target_macs=target, tick_batches=2,
@@ -121,8 +120,7 @@ def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7):
     groups = ChannelGroups(model, _x(1)[..., ::2, ::2])
     sp = None
     if N:
-        sp = SmoothPruning(groups, None, N, rounds=(), selector=lambda p, s: [], input_size=SMALL,
-                           release_until=2 ** 62, scope="gate", entries=gate_entries(groups))
+        sp = gate_smooth_pruning(groups, N, input_size=SMALL)
     tt = TickTock(model, groups, recipe, _Double(TensorLoader(train, 32, True)),
                   _Double(TensorLoader(test, 32, False)), SMALL, "cpu", 0, sp,
                   checkpoint=checkpoint, max_ticks=max_ticks)
@@ -176,14 +174,12 @@ def test_gate_decorator_with_dpm_zeroes_the_picked_gates_over_N_steps():
 
 
 def test_gated_smooth_pruning_pins_the_gate_norm_and_leaves_filters_alone():
-    from dpm_lab.hosts.gatedecorator import gate_entries
-    from dpm_lab.pruning import SmoothPruning
+    from dpm_lab.hosts.gatedecorator import gate_entries, gate_smooth_pruning
 
     model = fold_gates(_resnet())
     groups = ChannelGroups(model, _x(1))
     entries = gate_entries(groups)
-    sp = SmoothPruning(groups, None, 4, rounds=(), selector=lambda p, s: [], input_size=SIZE,
-                       release_until=2 ** 62, scope="gate", entries=entries)
+    sp = gate_smooth_pruning(groups, 4)
     ids = torch.tensor([0, 5, 40])
     l_init = groups.squared_norms(entries=entries).sqrt()[ids]
     chosen = {id(e) for e in entries}

@@ -7,11 +7,12 @@ and Self-Rectifying (``dpm_lab.pruning``) replace only their one-step removal.
 """
 from .depgraph import ProgressiveSelector, SparseLearning, make_pruner, progressive_prune
 from .gatedecorator import (GatedBatchNorm2d, GateTaylor, TaylorSelector, TickTock, fold_gates,
-                            gate_entries, mask_structures, melt_gates)
+                            gate_entries, gate_smooth_pruning, mask_structures, melt_gates)
 from .otov2 import DHSPG, SparsityLog, pruned_groups
 
 HOSTS = ("depgraph", "otov2", "gatedecorator")
 
 __all__ = ["HOSTS", "make_pruner", "SparseLearning", "progressive_prune", "ProgressiveSelector",
            "DHSPG", "SparsityLog", "pruned_groups", "GatedBatchNorm2d", "GateTaylor", "fold_gates",
-           "melt_gates", "mask_structures", "TaylorSelector", "TickTock", "gate_entries"]
+           "melt_gates", "mask_structures", "TaylorSelector", "TickTock", "gate_entries",
+           "gate_smooth_pruning"]

@@ -26,6 +26,7 @@ conv filter with the gate is the alternative (``decay="gate+filter"``).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -187,6 +188,16 @@ def gate_entries(groups: ChannelGroups, decay: str = "gate") -> list:
             or (decay == "gate+filter" and e.producer and not e.bn)]
 
 
+def gate_smooth_pruning(groups: ChannelGroups, decay_steps: int, decay: str = "gate",
+                        rectifier=None, input_size=(1, 3, 32, 32)) -> SmoothPruning:
+    """Smooth Pruning as Gate Decorator + SP/DPM uses it: no rounds of its own (each tick's pick
+    comes from :class:`TickTock`, which also closes the release window at the finish), the
+    ``decay`` slices of :func:`gate_entries` decaying, ``rectifier`` for DPM."""
+    return SmoothPruning(groups, None, decay_steps, rounds=(), rectifier=rectifier,
+                         input_size=input_size, selector=lambda pruner, step: [],
+                         release_until=2 ** 62, scope=decay, entries=gate_entries(groups, decay))
+
+
 class GateL1(Hook):
     """The tock's sparsity term λ·Σ|φ|: adds λ·sign(φ) to every gate's gradient."""
 
@@ -262,8 +273,7 @@ class _TickSet:
         return self.batches
 
     def __iter__(self):
-        for i, batch in zip(range(self.batches), self.loader):
-            yield batch
+        return itertools.islice(iter(self.loader), self.batches)
 
 
 class TickTock:
@@ -291,7 +301,7 @@ class TickTock:
                 raise ValueError(f"N = {recipe.decay_steps} steps do not fit in the "
                                  f"{recipe.finish_ticks} finishing ticks of {recipe.tick_batches} "
                                  "steps: the last decays would not end")
-            sp.selector, sp.release_until = self.selector, 2 ** 62  # releases until the finish
+            sp.selector = self.selector
         self.masked = torch.zeros(groups.num_structures, dtype=torch.bool)
         self.dense_macs = macs_params(melt_gates(copy.deepcopy(model)), input_size)[0]
         self.tick, self.step, self.log = 0, 0, []

@@ -5,9 +5,9 @@ the smaller network is fine-tuned, the same for all three (:mod:`dpm_lab.hosts.g
 from __future__ import annotations
 
 from ..engine import evaluate
-from ..hosts.gatedecorator import TickTock, fold_gates, gate_entries, melt_gates
+from ..hosts.gatedecorator import TickTock, fold_gates, gate_smooth_pruning, melt_gates
 from ..metrics import example_input
-from ..pruning import ChannelGroups, SmoothPruning, remove_channels
+from ..pruning import ChannelGroups, remove_channels
 from .base import Method, rectifier
 
 
@@ -17,13 +17,9 @@ class GateDecorator(Method):
         fold_gates(model).to(ctx.device)
         groups = ChannelGroups(model, example_input(model, ctx.size))
         sp = None
-        if self.config["method"] != "host":
-            # the selector and the release window are TickTock's; SR's signals are recorded at
-            # about 1000 steps of a typical phase
-            sp = SmoothPruning(groups, None, recipe.decay_steps, rounds=(),
-                               rectifier=rectifier(self.config, 1000), input_size=ctx.size,
-                               selector=lambda pruner, step: [], release_until=2 ** 62,
-                               scope=recipe.decay, entries=gate_entries(groups, recipe.decay))
+        if self.config["method"] != "host":  # SR's signals recorded at ~1000 steps of a phase
+            sp = gate_smooth_pruning(groups, recipe.decay_steps, recipe.decay,
+                                     rectifier(self.config, 1000), ctx.size)
         ticktock = TickTock(model, groups, recipe, ctx.data.train, ctx.data.test, ctx.size,
                             ctx.device, ctx.seed, sp, checkpoint=ctx.run_dir / "ticktock.ckpt",
                             progress=ctx.progress)
