@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -471,19 +472,21 @@ def sparsity_curves(records, out=None, show: bool = True):
     return _finish(fig, out, show)
 
 
-def layer_widths(models: dict, out=None, show: bool = True):
+def layer_widths(models: dict, out=None, show: bool = True, ax=None):
     """Output channels of every convolution, one line per entry of ``{label: model or widths}``
     (a list of channel counts in network order, e.g. from :func:`mean_widths`): where each method
-    took its channels from."""
+    took its channels from. With ``ax``, draws there and returns it (for composed figures)."""
     from .metrics import conv_widths
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, axis = plt.subplots(figsize=(9, 3.2)) if ax is None else (None, ax)
     for i, (label, model) in enumerate(models.items()):
         widths = model if isinstance(model, (list, tuple, np.ndarray)) else conv_widths(model)
-        ax.plot(range(len(widths)), widths, marker=".", label=label, color=sns.color_palette()[i])
-    ax.set(xlabel="convolution (network order)", ylabel="output channels")
-    ax.legend(fontsize=8)
-    return _finish(fig, out, show)
+        axis.plot(range(len(widths)), widths, marker=".", label=label,
+                  color=sns.color_palette()[i % 10])
+    axis.set(xlabel="convolution (network order)", ylabel="output channels")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.legend(fontsize=8)
+    return axis if fig is None else _finish(fig, out, show)
 
 
 def mean_widths(records: pd.DataFrame, by: str = "method") -> dict:

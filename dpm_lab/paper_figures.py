@@ -4,7 +4,12 @@ training: ``python -m dpm_lab figures`` (and notebook 09).
 - ``accuracy_vs_macs_<host>``: our runs per method and target, as the mean final top-1 with its
   95 % t-interval over seeds against the MACs kept. Beside them, in their own panel since the
   data and models differ, are the paper's rows for that host from ``data/paper_results.csv``.
-- ``releases_<host>``: Self-Rectifying's release events of the DPM runs (step, layer, seed).
+- ``releases_<host>``: Self-Rectifying's release events of the DPM runs (step, layer, seed), a
+  panel per target.
+- ``norm_trajectories_<host>``: the first round's sampled norms (``pruning.NormSample``) against
+  the schedule (N − n)/N, released structures marked, per method.
+- ``widths_<host>``: output channels of every convolution, dense and after each method (mean
+  over seeds), from the records that kept their widths.
 - ``sr_ablation``: validation top-1 against each Self-Rectifying setting that the recorded
   ablation varies, with the SP runs of the same ablation as a reference.
 
@@ -21,7 +26,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .figures import summarize, varying
+from .figures import layer_widths, mean_widths, summarize, varying
 from .paper import load_paper_results
 from .results import load_records
 from .runspec import HOSTS, SR_DEFAULTS, describe
@@ -117,22 +122,88 @@ def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out:
 
 
 def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
-    rows = [{"seed": r["seed"], "step": e["step"], "layer": e["group"]}
-            for _, r in records[records["method"] == "dpm"].iterrows()
-            for e in (r.get("releases") or [])]
+    """One panel per target of the DPM runs (DepGraph's variant without sparse learning is a
+    target of its own, so the two are never pooled)."""
+    dpm = _with_knobs(records[records["method"] == "dpm"])
+    rows = [{"target": r["target"], "seed": r["seed"], "step": e["step"], "layer": e["group"]}
+            for _, r in dpm.iterrows() for e in (r.get("releases") or [])]
     if not rows:
         return None
     df = pd.DataFrame(rows)
     order = sorted(df["layer"].unique())
-    fig, ax = plt.subplots(figsize=(8, 0.25 * len(order) + 1.5))
-    with _seeded():
-        sns.stripplot(data=df, x="step", y="layer", hue="seed", order=order, ax=ax, size=4,
-                      jitter=0.2, palette="deep")
-    ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)",
-           title=f"Self-Rectifying releases, {host} + DPM ({profile}; {len(df)} releases, "
-                 f"{df['seed'].nunique()} seeds)")
-    ax.legend(title="seed", fontsize=7)
+    targets = sorted(df["target"].unique())
+    fig, axes = plt.subplots(1, len(targets), figsize=(8 * len(targets), 0.25 * len(order) + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        one = df[df["target"] == target]
+        with _seeded():
+            sns.stripplot(data=one, x="step", y="layer", hue="seed", order=order, ax=ax, size=4,
+                          jitter=0.2, palette="deep")
+        runs = dpm[dpm["target"] == target]
+        ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)",
+               title=f"Self-Rectifying releases, {host} + DPM, {target} ({profile}; "
+                     f"{len(one)} releases, {runs['seed'].nunique()} seeds)")
+        ax.legend(title="seed", fontsize=7)
+    fig.tight_layout()
     return _save(fig, out, f"releases_{host}_{profile}")
+
+
+def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
+    """One panel per method: the sampled norm trajectories of the first selection round
+    (``pruning.NormSample``), relative to their first norm, against n / N so that runs with
+    different N share one axis. Chosen structures follow (N − n)/N to exactly zero; those that
+    Self-Rectifying released leave the schedule; free structures are shown for contrast."""
+    if "norm_sample" not in records:
+        return None
+    kept = records[records["norm_sample"].map(lambda s: isinstance(s, dict))]
+    if kept.empty:
+        return None
+    methods = list(dict.fromkeys(kept["method"]))
+    colors = {"chosen": sns.color_palette()[0], "released": sns.color_palette()[3],
+              "free": "grey"}
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        runs = kept[kept["method"] == method]
+        count = dict.fromkeys(colors, 0)
+        for sample in runs["norm_sample"]:
+            N = sample["decay_steps"]
+            for role, rel in zip(sample["role"], sample["relative"]):
+                x = np.arange(len(rel)) / N
+                ax.plot(x, rel, color=colors[role], lw=0.8, alpha=0.9 if role == "released" else 0.3)
+                count[role] += 1
+        x = np.linspace(0, 2, 201)
+        ax.plot(x, np.clip(1 - x, 0, None), color="k", ls=":", lw=1.5, label="(N − n)/N")
+        for role, color in colors.items():
+            if count[role]:
+                ax.plot([], [], color=color, label=f"{role} ({count[role]})")
+        ax.set(xlabel="decay applications n / N", ylabel="norm / first norm",
+               title=f"{method}: {len(runs)} run{'s' * (len(runs) > 1)}, "
+                     f"seeds {sorted(set(runs['seed']))}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Smooth Pruning norm trajectories of the first round, {host} ({profile})",
+                 fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, f"norm_trajectories_{host}_{profile}")
+
+
+def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
+    """Output channels of every convolution before (dense) and after each method, averaged over
+    the seeds of the records that kept their widths (older records did not and are left out)."""
+    if "widths" not in records:
+        return None
+    kept = _with_knobs(records[records["widths"].map(lambda w: isinstance(w, list))])
+    if kept.empty:
+        return None
+    kept["label"] = kept["method"] + ", " + kept["target"] + ", " + \
+        kept.groupby(["method", "target"])["seed"].transform("nunique").map(
+            lambda n: f"{n} seed{'s' * (n > 1)}")
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    layer_widths(mean_widths(kept, by="label"), ax=ax)
+    model, data = kept["model"].iloc[0], kept["dataset"].iloc[0]
+    ax.set_title(f"per-layer widths, {host}: {model} on {data} ({profile}; dense and the mean "
+                 f"over seeds of each method)")
+    return _save(fig, out, f"widths_{host}_{profile}")
 
 
 def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
@@ -182,6 +253,14 @@ def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Pa
         written += paths or []
         if paths is None:
             notes.append(f"no releases recorded for {host}: releases_{host} skipped")
+        paths = norm_trajectories_figure(records, host, profile, out)
+        written += paths or []
+        if paths is None:
+            notes.append(f"no {host} records kept a norm sample: norm_trajectories_{host} skipped")
+        paths = widths_figure(records, host, profile, out)
+        written += paths or []
+        if paths is None:
+            notes.append(f"no {host} records kept their widths: widths_{host} skipped")
     sr = load_records(reference / "self-rectifying" / profile / "core")
     paths = None if sr.empty else sr_ablation_figure(sr, profile, out)
     written += paths or []

@@ -30,3 +30,24 @@ def test_the_command_writes_where_it_is_told(tmp_path):
 def test_paper_points_come_from_the_csv():
     pts = paper_points("OTOv2", "vgg16_bn").set_index("method")
     assert pts.loc["OTOv2 + DPM", "top1"] == 93.8 and pts.loc["OTOv2", "macs"] == 0.265
+
+
+def test_widths_and_norm_trajectories_are_drawn_from_the_fields_records_keep(tmp_path):
+    """Records written before these fields existed are skipped (no figure); records that keep
+    them give one figure each."""
+    from dpm_lab.paper_figures import norm_trajectories_figure, widths_figure
+    from dpm_lab.results import load_records
+
+    records = load_records(ROOT / "results" / "reference" / "mini" / "core")
+    records = records[records["method"].isin(["sp", "dpm"])].head(4).copy()
+    assert widths_figure(records, "core", "mini", tmp_path) is None
+    assert norm_trajectories_figure(records, "core", "mini", tmp_path) is None
+    records["dense_widths"] = [[16, 16, 32]] * len(records)
+    records["widths"] = [[8, 16, 20]] * len(records)
+    records["norm_sample"] = [{"decay_steps": 2, "structures": [3, 7], "role": ["chosen", "free"],
+                               "l_init": [1.0, 2.0], "relative": [[1, 0.5, 0, 0, 0],
+                                                                  [1, 1, 0.9, 0.9, 0.9]]}] * len(records)
+    for draw, name in ((widths_figure, "widths_core_mini"),
+                       (norm_trajectories_figure, "norm_trajectories_core_mini")):
+        assert [p.name for p in draw(records, "core", "mini", tmp_path)] == [f"{name}.png",
+                                                                             f"{name}.pdf"]

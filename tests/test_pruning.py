@@ -10,7 +10,7 @@ from dpm_lab.engine import fit
 from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model, input_size
 from dpm_lab.pruning import (DECAYING, PRUNED, ChannelGroups, ChannelRatio, MacsTarget,
-                             SelfRectifying, SmoothPruning, effective_macs_params, finalize,
+                             NormSample, SelfRectifying, SmoothPruning, effective_macs_params, finalize,
                              load_pruned, make_importance, save_pruned, scores, select,
                              single_step_prune)
 from conftest import Stepper, calibrate_bn, randomize_bn
@@ -77,6 +77,33 @@ def test_norm_follows_schedule_and_reaches_exact_zero_at_N():
         assert torch.allclose(got, l_init * (4 - n) / 4, rtol=1e-12, atol=0), n
     assert all((t == 0).all() for s in ids for t in _structure_slices(groups, s))
     assert (pruner.status[ids] == PRUNED).all()
+
+
+def test_norm_sample_records_the_schedule_exactly():
+    """The record a run keeps of the first round: chosen structures at (N − n)/N of L_init, then
+    exactly zero; free ones untouched by the decay; 2N + 1 rows. float64, so exact to rounding."""
+    N = 4
+    model, groups, pruner = _setup(N=N, dtype=torch.float64, rounds=[0])
+    run = Stepper(model, dtype=torch.float64)
+    sample = NormSample(pruner, k=5)
+    for hook in (pruner, sample):
+        hook.on_fit_start(run.state)
+    for _ in range(3 * N):
+        run.step(pruner)
+        sample.after_step(run.state)
+    rec = sample.record()
+    assert rec["role"].count("free") == 5 and rec["role"].count("chosen") == 5
+    schedule = torch.tensor([max(N - n, 0) / N for n in range(2 * N + 1)], dtype=torch.float64)
+    for role, rel, sid, l_init in zip(rec["role"], rec["relative"], rec["structures"],
+                                      rec["l_init"]):
+        assert len(rel) == 2 * N + 1
+        if role == "chosen":
+            assert pruner.status[sid] == PRUNED
+            assert torch.allclose(torch.tensor(rel, dtype=torch.float64), schedule, atol=1e-5)
+            assert rel[N:] == [0.0] * (N + 1)           # exactly zero from the N-th application
+            assert l_init == pytest.approx(float(pruner.l_init[sid]), rel=1e-12)
+        else:
+            assert pruner.status[sid] == 0 and rel[0] == 1.0 and min(rel) > 0
 
 
 @pytest.mark.parametrize("scope", ["producer", "group"])
@@ -279,16 +306,18 @@ def test_pruning_hook_state_survives_resume(loaders, tmp_path):
                            decay_steps=5, rounds=[0, 4, 8],
                            rectifier=SelfRectifying(t_rate=-float("inf"), t_len=-float("inf"),
                                                     window=2))
-        hooks = [sp] + ([Interrupt(1)] if interrupt else [Interrupt(-1)])
+        sample = NormSample(sp, k=3)  # its window (2N + 1 = 11 rows) spans the interruption
+        hooks = [sp, sample] + ([Interrupt(1)] if interrupt else [Interrupt(-1)])
         fit(m, train, test, TrainConfig(epochs=3, lr=0.02), hooks=hooks, checkpoint=ck,
             resume=True, seed=0, progress=False)
-        return m, sp
+        return m, sp, sample.record()
 
-    full, sp_full = run(tmp_path / "a.ckpt", False)
+    full, sp_full, sample_full = run(tmp_path / "a.ckpt", False)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b.ckpt", True)
     assert load_checkpoint(tmp_path / "b.ckpt")["epoch"] == 1  # resumes mid-run
-    resumed, sp_res = run(tmp_path / "b.ckpt", False)
+    resumed, sp_res, sample_res = run(tmp_path / "b.ckpt", False)
+    assert "released" in sample_full["role"] and sample_full == sample_res
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(sp_full.status, sp_res.status)

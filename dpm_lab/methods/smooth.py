@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..pruning import SmoothPruning, scores
+from ..pruning import NormSample, SmoothPruning, scores
 from .base import Method, finish_decay, rectifier, selection_rounds
 from .single_step import core_groups, core_target
 
@@ -18,12 +18,13 @@ class SmoothDecay(Method):
         rounds = selection_rounds(ctx.total_steps, o["decay_steps"], o["prune_phase"])
         self.pruner = SmoothPruning(groups, core_target(o), o["decay_steps"], o["criterion"],
                                     rounds, rectifier(self.config, ctx.total_steps), ctx.size)
+        self.sample = NormSample(self.pruner)
 
     def hooks(self):
-        return [self.pruner]
+        return [self.pruner, self.sample]
 
     def finalize(self, model, history):
-        extra = {}
+        extra = {"norm_sample": self.sample.record()}
         if self.pruner.rectifier:
             extra["importance_percentiles"] = importance_percentiles(self.pruner, self.dense_l2)
         return finish_decay(self.pruner, model, history, self.ctx, extra)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ..engine import evaluate, fit
 from ..metrics import example_input
-from ..pruning import (ChannelGroups, SmoothPruning, TPPRegularizer, layerwise_selection,
-                       remove_channels)
+from ..pruning import (ChannelGroups, NormSample, SmoothPruning, TPPRegularizer,
+                       layerwise_selection, remove_channels)
 from .base import Method, finish_decay, rectifier
 
 
@@ -37,6 +37,7 @@ class TPP(Method):
                                     rectifier=rectifier(self.config, ctx.total_steps),
                                     input_size=ctx.size, selector=lambda pruner, step: self.ids,
                                     release_until=recipe.decay_steps)
+            self.sample = NormSample(self.sp)
             return
         self.sp = None
         tpp.zero_(tpp.pruned)  # layers the stabilise phase had not reached yet
@@ -45,9 +46,10 @@ class TPP(Method):
         self.extra["top1_after_removal"] = evaluate(model, ctx.data.test, ctx.device)
 
     def hooks(self):
-        return [self.sp] if self.sp else []
+        return [self.sp, self.sample] if self.sp else []
 
     def finalize(self, model, history):
         if self.sp is None:
             return model, self.extra
+        self.extra["norm_sample"] = self.sample.record()
         return finish_decay(self.sp, model, history, self.ctx, self.extra)

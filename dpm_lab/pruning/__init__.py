@@ -27,6 +27,7 @@ from .decay import DECAYING, FREE, PRUNED, RELEASED, SmoothPruning
 from .finalize import (effective_macs_params, finalize, load_pruned, removal_check,
                        remove_channels, save_pruned)
 from .groups import ChannelGroups, output_layer
+from .norm_sample import NormSample
 from .rectify import SelfRectifying
 from .selection import (CRITERIA, ChannelRatio, MacsTarget, accumulate_gradients, make_importance,
                         scores, select)
@@ -36,5 +37,5 @@ from .tpp import TPPRegularizer, filter_l1, layerwise_selection
 __all__ = ["ChannelGroups", "output_layer", "ChannelRatio", "MacsTarget", "CRITERIA",
            "make_importance", "scores", "accumulate_gradients", "select", "SmoothPruning",
            "SelfRectifying", "single_step_prune", "remove_channels", "effective_macs_params",
-           "finalize", "removal_check", "save_pruned", "load_pruned", "TPPRegularizer", "filter_l1",
+           "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "TPPRegularizer", "filter_l1",
            "layerwise_selection", "FREE", "DECAYING", "PRUNED", "RELEASED"]
