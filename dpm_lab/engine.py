@@ -255,7 +255,11 @@ def _load_train_state(path, state: TrainState, hooks) -> None:
     torch.set_rng_state(ck["rng_cpu"])
     if ck["rng_cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ck["rng_cuda"])
-    if len(ck["hooks"]) != len(hooks):
+    # hooks added after the checkpoint was written may start fresh if they say their state is
+    # optional (a recording hook such as pruning.NormSample); any other mismatch is refused
+    extra = hooks[len(ck["hooks"]):]
+    if len(ck["hooks"]) > len(hooks) or not all(getattr(h, "optional_state", False)
+                                                for h in extra):
         raise ValueError(f"checkpoint {path} was written with {len(ck['hooks'])} hooks, "
                          f"this run has {len(hooks)}")
     for h, s in zip(hooks, ck["hooks"]):

@@ -5,7 +5,7 @@ training: ``python -m dpm_lab figures`` (and notebook 09).
   95 % t-interval over seeds against the MACs kept. Beside them, in their own panel since the
   data and models differ, are the paper's rows for that host from ``data/paper_results.csv``.
 - ``releases_<host>``: Self-Rectifying's release events of the DPM runs (step, layer, seed), a
-  panel per target.
+  panel per configuration.
 - ``norm_trajectories_<host>``: the first round's sampled norms (``pruning.NormSample``) against
   the schedule (N − n)/N, released structures marked, per method.
 - ``widths_<host>``: output channels of every convolution, dense and after each method (mean
@@ -64,6 +64,23 @@ def _with_knobs(records: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([records.drop(columns=[c for c in knobs if c in records]), knobs], axis=1)
 
 
+def _knobs(table: pd.DataFrame, row) -> str:
+    """The knobs, other than the target, that tell ``row``'s configuration apart from the other
+    configurations of its method in the summary ``table`` (e.g. OTOv2's DHSPG deviations)."""
+    same = table[table["method"] == row["method"]]
+    knobs = ", ".join(f"{k}={row[k]}" for k in varying(same, keep=()) if k != "target")
+    return f" ({knobs})" if knobs else ""
+
+
+def _config_labels(records: pd.DataFrame) -> pd.Series:
+    """Per record: ``method, target (knobs)``, one label per configuration, so that a figure
+    never pools runs of different configurations under one name."""
+    table = summarize(records)
+    labels = {row["config_id"]: f"{row['method']}, {row['target']}{_knobs(table, row)}"
+              for _, row in table.iterrows()}
+    return records["config_id"].map(labels)
+
+
 def _our_points(records: pd.DataFrame) -> pd.DataFrame:
     """Per configuration (equal but for the seed): a label (the method, plus the knobs that
     differ between configurations other than the target), the target, the seeds, the mean final
@@ -73,11 +90,9 @@ def _our_points(records: pd.DataFrame) -> pd.DataFrame:
     for _, row in table.iterrows():
         g = records[records["config_id"] == row["config_id"]]
         mean, low, high = interval(g["final_top1"])
-        same = table[table["method"] == row["method"]]  # knobs that tell this method's rows apart
-        knobs = ", ".join(f"{k}={row[k]}" for k in varying(same, keep=()) if k != "target")
         # DepGraph's variant without sparse learning is another method, not another target
         variant = " w/o SL" if str(row["target"]).endswith("w/o SL") else ""
-        rows.append({"label": row["method"] + variant + (f" ({knobs})" if knobs else ""),
+        rows.append({"label": row["method"] + variant + _knobs(table, row),
                      "target": row["target"], "seeds": len(g), "top1": mean, "low": low,
                      "high": high, "macs": row["macs_ratio"]})
     return pd.DataFrame(rows)
@@ -122,28 +137,33 @@ def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out:
 
 
 def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
-    """One panel per target of the DPM runs (DepGraph's variant without sparse learning is a
-    target of its own, so the two are never pooled)."""
-    dpm = _with_knobs(records[records["method"] == "dpm"])
-    rows = [{"target": r["target"], "seed": r["seed"], "step": e["step"], "layer": e["group"]}
+    """One panel per configuration of the DPM runs (target and knobs: DepGraph's runs with and
+    without sparse learning, or OTOv2's DHSPG deviations, are never pooled)."""
+    dpm = records[records["method"] == "dpm"].assign(label=lambda r: _config_labels(r))
+    rows = [{"label": r["label"], "seed": r["seed"], "step": e["step"], "layer": e["group"]}
             for _, r in dpm.iterrows() for e in (r.get("releases") or [])]
     if not rows:
         return None
     df = pd.DataFrame(rows)
     order = sorted(df["layer"].unique())
-    targets = sorted(df["target"].unique())
-    fig, axes = plt.subplots(1, len(targets), figsize=(8 * len(targets), 0.25 * len(order) + 1.5),
+    labels = sorted(df["label"].unique())
+    ncols = min(2, len(labels))
+    nrows = -(-len(labels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(8 * ncols, (0.25 * len(order) + 1.8) * nrows),
                              sharey=True, squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        one = df[df["target"] == target]
+    for ax, label in zip(axes.flat, labels):
+        one = df[df["label"] == label]
         with _seeded():
             sns.stripplot(data=one, x="step", y="layer", hue="seed", order=order, ax=ax, size=4,
                           jitter=0.2, palette="deep")
-        runs = dpm[dpm["target"] == target]
-        ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)",
-               title=f"Self-Rectifying releases, {host} + DPM, {target} ({profile}; "
-                     f"{len(one)} releases, {runs['seed'].nunique()} seeds)")
+        runs = dpm[dpm["label"] == label]
+        ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)")
+        ax.set_title(f"{host} + {label}\n({profile}; {len(one)} releases, "
+                     f"{runs['seed'].nunique()} seeds)", fontsize=9)
         ax.legend(title="seed", fontsize=7)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.set_visible(False)
+    fig.suptitle("Self-Rectifying releases", fontsize=10)
     fig.tight_layout()
     return _save(fig, out, f"releases_{host}_{profile}")
 
@@ -178,8 +198,8 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
             if count[role]:
                 ax.plot([], [], color=color, label=f"{role} ({count[role]})")
         ax.set(xlabel="decay applications n / N", ylabel="norm / first norm",
-               title=f"{method}: {len(runs)} run{'s' * (len(runs) > 1)}, "
-                     f"seeds {sorted(set(runs['seed']))}")
+               title=f"{method}: {len(runs)} run{'s' * (len(runs) > 1)} of "
+                     f"{runs['config_id'].nunique()} configuration(s)")
         ax.legend(fontsize=7)
     fig.suptitle(f"Smooth Pruning norm trajectories of the first round, {host} ({profile})",
                  fontsize=9)
@@ -195,9 +215,8 @@ def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     kept = _with_knobs(records[records["widths"].map(lambda w: isinstance(w, list))])
     if kept.empty:
         return None
-    kept["label"] = kept["method"] + ", " + kept["target"] + ", " + \
-        kept.groupby(["method", "target"])["seed"].transform("nunique").map(
-            lambda n: f"{n} seed{'s' * (n > 1)}")
+    kept["label"] = _config_labels(kept) + ", " + kept.groupby("config_id")["seed"].transform(
+        "nunique").map(lambda n: f"{n} seed{'s' * (n > 1)}")
     fig, ax = plt.subplots(figsize=(9, 3.4))
     layer_widths(mean_widths(kept, by="label"), ax=ax)
     model, data = kept["model"].iloc[0], kept["dataset"].iloc[0]

@@ -43,6 +43,32 @@ def test_resume_after_interrupt_equals_uninterrupted_run(loaders, tmp_path):
     assert [h["test_acc"] for h in h_full] == [h["test_acc"] for h in h_res]
 
 
+def test_a_checkpoint_resumes_with_added_hooks_only_if_their_state_is_optional(loaders,
+                                                                               tmp_path):
+    """A recording hook added after a checkpoint was written starts fresh; any other change in
+    the hooks is refused, naming the counts."""
+    train, test = loaders
+    cfg = TrainConfig(epochs=2, lr=0.05)
+    ck = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), train, test, cfg, hooks=[Interrupt(at=1)], checkpoint=ck, progress=False)
+
+    class Recorder(Hook):
+        optional_state = True
+        steps = 0
+
+        def after_step(self, state):
+            self.steps += 1
+
+    with pytest.raises(ValueError, match="written with 1 hooks, this run has 2"):
+        fit(_model(), train, test, cfg, hooks=[Interrupt(at=-1), Interrupt(at=-1)],
+            checkpoint=ck, resume=True, progress=False)
+    recorder = Recorder()
+    fit(_model(), train, test, cfg, hooks=[Interrupt(at=-1), recorder], checkpoint=ck,
+        resume=True, progress=False)
+    assert recorder.steps == len(train)                 # it saw the resumed epoch only
+
+
 def test_hooks_see_grads_before_step_and_new_weights_after(loaders):
     train, test = loaders
     seen = []

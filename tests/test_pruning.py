@@ -79,10 +79,10 @@ def test_norm_follows_schedule_and_reaches_exact_zero_at_N():
     assert (pruner.status[ids] == PRUNED).all()
 
 
-def test_norm_sample_records_the_schedule_exactly():
+@pytest.mark.parametrize("N", [1, 4])
+def test_norm_sample_records_the_schedule_exactly(N):
     """The record a run keeps of the first round: chosen structures at (N − n)/N of L_init, then
     exactly zero; free ones untouched by the decay; 2N + 1 rows. float64, so exact to rounding."""
-    N = 4
     model, groups, pruner = _setup(N=N, dtype=torch.float64, rounds=[0])
     run = Stepper(model, dtype=torch.float64)
     sample = NormSample(pruner, k=5)

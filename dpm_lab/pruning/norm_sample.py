@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import Hook, TrainState
-from .decay import DECAYING, FREE, SmoothPruning
+from .decay import FREE, RELEASED, SmoothPruning
 
 
 class NormSample(Hook):
@@ -23,7 +23,13 @@ class NormSample(Hook):
     (row 0: before the first, i.e. L_init), for ``2 N`` applications. ``k``: how many chosen and
     how many free structures the record keeps (the free ones drawn with ``seed``). Only a first
     round at fit start is traced (the core's rounds start at step 0); otherwise the record is
-    ``None``. One gather per step, on the device, with no host sync."""
+    ``None``. With N = 1 the chosen rows are L_init, then zero. A structure counts as released if
+    Self-Rectifying released it at any traced step, even if a later round chose it again. One
+    gather per step, on the device, with no host sync. Its state is optional on resume
+    (``optional_state``): a checkpoint written before this hook existed resumes, with no record.
+    """
+
+    optional_state = True
 
     def __init__(self, pruner: SmoothPruning, k: int = 8, seed: int = 0):
         if k < 1:
@@ -33,10 +39,11 @@ class NormSample(Hook):
         self.ids: torch.Tensor | None = None
         self.chosen = 0
         self.trace: list[torch.Tensor] = []
+        self.released: torch.Tensor | None = None   # bool per traced structure, on the device
 
     def on_fit_start(self, state: TrainState) -> None:
         status = self.pruner.status
-        chosen = (status == DECAYING).nonzero().flatten()       # once, at fit start
+        chosen = (status != FREE).nonzero().flatten()           # once, at fit start
         if not len(chosen):
             return
         free = (status == FREE).nonzero().flatten()
@@ -45,10 +52,12 @@ class NormSample(Hook):
         self.ids, self.chosen = torch.cat([chosen, free]), len(chosen)
         norms = self.pruner.norms()[self.ids]
         self.trace = [torch.cat([self.pruner.l_init[chosen], norms[len(chosen):]]), norms]
+        self.released = torch.zeros(len(self.ids), dtype=torch.bool, device=self.ids.device)
 
     def after_step(self, state: TrainState) -> None:
         if self.ids is not None and len(self.trace) < self.rows:
             self.trace.append(self.pruner.norms()[self.ids])
+            self.released |= self.pruner.status[self.ids] == RELEASED
 
     def record(self) -> dict | None:
         """What a result record keeps (see the module docstring): ``structures`` (ids), ``role``
@@ -56,12 +65,12 @@ class NormSample(Hook):
         list per structure: norm / first norm after n = 0, 1, ... decay applications)."""
         if self.ids is None:
             return None
-        trace = torch.stack(self.trace).double().cpu()           # [rows, chosen + free]
+        trace = torch.stack([t.cpu() for t in self.trace]).double()   # [rows, chosen + free]
         ids = self.ids.cpu()
         first = trace[0]
         c = self.chosen
         spread = first[:c].argsort()[torch.linspace(0, c - 1, min(self.k, c)).round().long()]
-        released = torch.isin(ids[:c], self.pruner.released_ids()).nonzero().flatten()
+        released = self.released[:c].cpu().nonzero().flatten()
         keep = torch.cat([torch.unique(torch.cat([spread, released])),
                           torch.arange(c, len(ids))])
         role = ["released" if i in set(released.tolist()) else "chosen" if i < c else "free"
@@ -72,7 +81,13 @@ class NormSample(Hook):
                 "relative": [[round(v, 5) for v in col] for col in relative.T.tolist()]}
 
     def state_dict(self) -> dict:
-        return {"ids": self.ids, "chosen": self.chosen, "trace": self.trace}
+        return {"ids": self.ids, "chosen": self.chosen, "trace": self.trace,
+                "released": self.released}
 
     def load_state_dict(self, state: dict) -> None:
-        self.ids, self.chosen, self.trace = state["ids"], state["chosen"], state["trace"]
+        """Checkpoints load on the CPU: move the state to the pruner's device (restored first)."""
+        device = self.pruner.status.device
+        self.chosen = state["chosen"]
+        self.ids, self.released = (None if state[k] is None else state[k].to(device)
+                                   for k in ("ids", "released"))
+        self.trace = [t.to(device) for t in state["trace"]]
