@@ -225,3 +225,24 @@ def test_bad_gate_decorator_settings_name_the_value():
         resolve(RunSpec(host="gatedecorator", method="dpm", profile="smoke", prune_phase=0.5))
     with pytest.raises(ValueError, match="--gate-decay"):
         resolve(RunSpec(host="gatedecorator", method="host", profile="smoke", gate_decay="gate"))
+
+
+def test_self_rectifying_reads_the_trainable_scale_of_a_gated_bn():
+    """In a gated BN, γ is frozen at 1 and the gate φ carries the scale: Self-Rectifying's escape
+    rate is the cosine of (−∇, x) over each structure's β and φ, the frozen γ left out (with it,
+    the cosine could never reach a release threshold as φ decays)."""
+    from dpm_lab.pruning.rectify import radial_cosine
+
+    gated = fold_gates(_resnet()).train()
+    groups = ChannelGroups(gated, _x(1))
+    torch.nn.functional.cross_entropy(gated(_x(8)), torch.arange(8) % 10).backward()
+    got = radial_cosine(groups)
+    trainable_bn = [e for e in groups.entries if e.bn and e.param.requires_grad]
+    assert {id(e.param) for e in trainable_bn} >= {id(g) for g in gates(gated)}
+    for s in range(0, groups.num_structures, 17):       # a plain loop over some structures
+        x = torch.cat([e.param.detach().index_select(e.dim, (e.owner == s).nonzero().flatten())
+                       for e in trainable_bn])
+        g = torch.cat([e.param.grad.index_select(e.dim, (e.owner == s).nonzero().flatten())
+                       for e in trainable_bn])
+        want = -(g * x).sum() / (g.norm() * x.norm())
+        assert got[s] == pytest.approx(float(want), rel=1e-10, abs=1e-12)

@@ -31,7 +31,9 @@ class GateDecorator(Method):
             if len(still):  # TickTock's finishing ticks outlast N: this would be a bug
                 raise RuntimeError(f"{len(still)} gates still decaying after Tick-Tock")
             self.extra.update(decay=sp.schedule(), releases=sp.release_log,
-                              released=len(sp.released_ids()))
+                              released=len(sp.released_ids()),
+                              sr_signals=sp.rectifier.signal_summary(sp.status)
+                              if sp.rectifier else {})
         self.extra["top1_gated"] = evaluate(model, ctx.data.test, ctx.device)
         melt_gates(model)
         self.extra["history_tp"] = remove_channels(model, groups.split(held), ctx.size)

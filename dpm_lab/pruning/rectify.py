@@ -45,8 +45,16 @@ RATE_REFERENCES = ("gradient", "decay_step", "norm")
 
 def radial_cosine(groups, entries=None) -> torch.Tensor:
     """``[S]``: cos(−∇_i, x_i) over each structure's scale slices: its BN's γ and β when it has a
-    BN, else its slices among ``entries`` (default: all). Zero where either vector is zero."""
+    BN, else its slices among ``entries`` (default: all). Zero where either vector is zero.
+
+    Frozen parameters (``requires_grad=False``) are left out: the optimiser cannot move them, so
+    they carry no escape signal, and counted in ‖x_i‖ they would only shrink the cosine. Gate
+    Decorator's gated BN is the case: its γ is frozen at 1 and the trainable gate φ carries the
+    scale, so the cosine reads β and φ (with γ in it, the cosine stays under ‖(β, φ)‖ / ‖(1, β, φ)‖,
+    a bound that falls as φ decays: measured, no gate was ever released)."""
     def stats(subset):
+        subset = [e for e in (groups.entries if subset is None else subset)
+                  if e.param.requires_grad]
         inner = groups.reduce(lambda p: None if p.grad is None else -(p.grad * p), subset)
         gg = groups.squared_norms("grad", subset)
         xx = groups.squared_norms(None, subset)
