@@ -460,10 +460,13 @@ def describe(config: dict) -> dict:
     sr = o.get("self_rectifying") or {}
     host = config.get("host", "-")
     train = config["train"]
+    # TPP selects by filter L1 (as its L1 baseline, ``single-step --layer-ratio``, does), and its
+    # regularisation epochs count in its budget: comparisons pair runs at equal total epochs
+    regularise = o.get("regularise", {}).get("epochs", 0)
     return {"host": host, "method": config.get("method", config.get("kind")),
             "model": config["model"], "dataset": config["data"]["dataset"], "target": tgt,
-            "criterion": o.get("criterion", host), "N": o.get("decay_steps"),
-            "epochs": train["epochs"], "schedule": train.get("schedule"), "lr": train.get("lr"),
+            "criterion": o.get("criterion", "filter-l1" if regularise else host),
+            "N": o.get("decay_steps"), "epochs": train["epochs"] + regularise, "schedule": train.get("schedule"), "lr": train.get("lr"),
             "nesterov": train.get("nesterov"), "label_smoothing": train.get("label_smoothing"),
             "val_fraction": config["data"]["val_fraction"],
             **{k: sr.get(k) for k in SR_DEFAULTS},
