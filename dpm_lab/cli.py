@@ -143,7 +143,9 @@ RUN_OPTIONS = [
                                   "projection test (projection, default) or at the trial point")),
     (("--released",), "released",
      dict(choices=RELEASED_GROUPS, help="otov2 dpm: a released group stays in G_p (stay, "
-                                        "default), leaves it (leave) or is replaced (replace)")),
+                                        "default), leaves it (leave) or is replaced (replace); "
+                                        "tpp+dpm: leave (default) or replace, by the next "
+                                        "smallest-L1 filter of its layer")),
     (("--gate-decay",), "gate_decay",
      dict(choices=DECAY_SLICES, help="gatedecorator sp/dpm: what decays, the gates (gate, "
                                      "default) or the gates with their conv filters")),

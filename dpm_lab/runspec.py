@@ -35,6 +35,9 @@ OTOV2_DPM_OPTIONS = ("lasso_while_decaying", "l_init_at", "released")
 CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": 0.5,
                  "calibration_batches": 4}
 TPP_METHODS = ("tpp", "tpp+dpm")
+# TPP x DPM: a released filter is not replaced (leave, TPP selects once), or the next smallest-L1
+# free filter of its layer takes its place at the next round (replace), keeping the layer ratio
+TPP_RELEASED = ("leave", "replace")
 SR_METHODS = ("dpm", "tpp+dpm")          # the methods with Self-Rectifying
 DECAY_METHODS = ("sp", "dpm", "tpp+dpm")  # the methods with Smooth Pruning
 
@@ -137,10 +140,13 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     if host != "otov2" or not decaying:
         for o in OTOV2_DPM_OPTIONS:
             why[o] = "a deviation of DHSPG for DPM: applies to --host otov2 --method sp or dpm"
+    if method == "tpp+dpm":
+        del why["released"]
     if host != "gatedecorator" or not decaying:
         why["gate_decay"] = "what decays inside Gate Decorator: --host gatedecorator --method sp/dpm"
-    if method != "dpm":
-        why["released"] = "what happens to released groups applies only to --method dpm"
+    if method not in SR_METHODS:
+        why["released"] = ("what happens to released groups applies only to --method dpm "
+                           "(otov2) and tpp+dpm")
     if not decaying:
         why["decay_steps"] = "N applies only to --method sp and dpm (and tpp+dpm)"
         why["prune_phase"] = "selection rounds apply only to --method sp and dpm"
@@ -312,6 +318,11 @@ def _tpp(spec: RunSpec, profile: Profile):
     options["target"] = {k: options.pop(k) for k in ("layer_ratio", "layers", "exclude")}
     if spec.method == "tpp":  # hard zeroing: no decay
         options.pop("decay_steps")
+    if spec.released not in (None,) + TPP_RELEASED:
+        raise ValueError(f"unknown released {spec.released!r} for --method tpp+dpm; choose one "
+                         f"of: {', '.join(TPP_RELEASED)}")
+    if spec.released == "replace":  # "leave", TPP's one selection, is the default: not recorded
+        options["released"] = "replace"
     return profile, recipe.finetune, asdict(profile.dense), options, recipe
 
 

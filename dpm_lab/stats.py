@@ -36,11 +36,13 @@ def _key(config: dict) -> tuple:
     return tuple(d[k] for k in PAIR_KEYS)
 
 
-def paired_differences(records: pd.DataFrame, a: str, b: str,
-                       metric: str = "final_top1") -> pd.DataFrame:
+def paired_differences(records: pd.DataFrame, a: str, b: str, metric: str = "final_top1",
+                       knobs: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per pair of configurations (method ``a`` vs method ``b``) that agree on
     ``PAIR_KEYS``: seeds paired, both means, the mean difference a − b, its standard deviation
-    and its 95 % interval, and whether the interval excludes zero."""
+    and its 95 % interval, and whether the interval excludes zero. ``knobs``: ``describe``
+    columns outside ``PAIR_KEYS`` to show for each side (``<knob>_a``, ``<knob>_b``), which tell
+    apart several configurations of one method (e.g. TPP x DPM's ``on_release``)."""
     rows = []
     if records.empty:
         return pd.DataFrame(rows)
@@ -60,6 +62,8 @@ def paired_differences(records: pd.DataFrame, a: str, b: str,
                          "diff": mean, "diff_std": diff.std(ddof=1) if len(m) > 1 else math.nan,
                          "ci95_low": lo, "ci95_high": hi,
                          "claim": bool(lo > 0 or hi < 0) if len(m) > 1 else False,
+                         **{f"{k}_{side}": describe(g["config"].iloc[0])[k] for k in knobs
+                            for side, g in (("a", ga), ("b", gb))},
                          "config_id_a": ga["config_id"].iloc[0],
                          "config_id_b": gb["config_id"].iloc[0]})
     return pd.DataFrame(rows)

@@ -192,3 +192,28 @@ def test_jacobian_rms_singular_value_of_a_linear_map():
     exact = (lin[1].weight.pow(2).sum() / 3).sqrt().item()   # √(tr(WᵀW) / k), every sample
     estimate = jacobian_rms_singular_value(lin, x, probes=4000)
     assert abs(estimate - exact) < 0.02 * exact              # Monte Carlo, 4000 probes x 5
+
+
+def test_replace_released_keeps_every_layer_at_its_ratio(loaders):
+    """TPP x DPM with --released replace: thresholds that release every decaying filter once its
+    window is full; each later round puts as many free filters of the same layer in their place,
+    so every layer ends with exactly the number TPP chose, and none of them was released."""
+    from dpm_lab.config import TrainConfig
+    from dpm_lab.engine import fit
+    from dpm_lab.pruning import PRUNED, RELEASED, ReplaceReleased, SelfRectifying
+
+    train, test = loaders  # 4 steps per epoch
+    torch.manual_seed(0)
+    model = get_model("resnet20")
+    groups = ChannelGroups(model, torch.randn(*SIZE))
+    ids = layerwise_selection(groups, 0.5, "layer*.conv1")
+    sr = SelfRectifying(t_rate=-float("inf"), t_len=-float("inf"), window=1)
+    sp = SmoothPruning(groups, None, 3, rounds=[0, 3, 6], rectifier=sr,
+                       selector=ReplaceReleased(groups, ids))
+    fit(model, train, test, TrainConfig(epochs=3, lr=0.02), hooks=[sp], seed=0, progress=False)
+    assert len(sp.released_ids()) > 0 and sp.round_log[1]["selected"] > 0
+    chosen = torch.bincount(groups.group_of[ids], minlength=len(groups.groups))
+    pruned = torch.bincount(groups.group_of[sp.pruned_ids()], minlength=len(groups.groups))
+    assert torch.equal(pruned, chosen)
+    assert not set(sp.released_ids().tolist()) & set(sp.pruned_ids().tolist())
+    assert (sp.status == PRUNED).sum() + (sp.status == RELEASED).sum() >= len(ids)

@@ -5,16 +5,19 @@ paper has it).
 :class:`~dpm_lab.pruning.TPPRegularizer` (ramp, then stabilise with layer-by-layer hard
 zeroing), zero what is left, remove, fine-tune. ``tpp+dpm``: the same regularisation without
 the hard zeroing; fine-tuning then starts by handing the chosen filters to Smooth Pruning (they
-reach zero after N steps) with Self-Rectifying, which may release a wrongly chosen filter (a
-released filter is not replaced: TPP selects once).
+reach zero after N steps) with Self-Rectifying, which may release a wrongly chosen filter. By
+default a released filter is not replaced (TPP selects once), so the network ends larger;
+``--released replace`` puts the next smallest-L1 free filter of the same layer in its place at
+the next round (:class:`~dpm_lab.pruning.ReplaceReleased`), so every layer ends at its ratio.
 """
 from __future__ import annotations
 
 from ..engine import evaluate, fit
 from ..metrics import example_input
-from ..pruning import (ChannelGroups, NormSample, SmoothPruning, TPPRegularizer,
-                       layerwise_selection, remove_channels)
-from .base import Method, finish_decay, rectifier
+from ..pruning import (ChannelGroups, NormSample, ReplaceReleased, SmoothPruning,
+                       TPPRegularizer, layerwise_selection, remove_channels)
+from ..runspec import CORE_DEFAULTS
+from .base import Method, finish_decay, rectifier, selection_rounds
 
 
 class TPP(Method):
@@ -33,10 +36,17 @@ class TPP(Method):
             checkpoint=ctx.run_dir / "regularise.ckpt", resume=True, device=ctx.device,
             seed=ctx.seed, progress=ctx.progress, desc="tpp regularise", val_loader=ctx.data.val)}
         if dpm:
-            self.sp = SmoothPruning(self.groups, None, recipe.decay_steps, rounds=[0],
+            N = recipe.decay_steps
+            if self.config["options"].get("released") == "replace":
+                # rounds as the core's (every N steps over the first half of fine-tuning); the
+                # last one replaces the last releases, so every layer ends at its ratio
+                rounds = selection_rounds(ctx.total_steps, N, CORE_DEFAULTS["prune_phase"])
+                selector, until = ReplaceReleased(self.groups, self.ids), None
+            else:
+                rounds, selector, until = [0], (lambda pruner, step: self.ids), N
+            self.sp = SmoothPruning(self.groups, None, N, rounds=rounds,
                                     rectifier=rectifier(self.config, ctx.total_steps),
-                                    input_size=ctx.size, selector=lambda pruner, step: self.ids,
-                                    release_until=recipe.decay_steps)
+                                    input_size=ctx.size, selector=selector, release_until=until)
             self.sample = NormSample(self.sp)
             return
         self.sp = None

@@ -32,10 +32,10 @@ from .rectify import SelfRectifying
 from .selection import (CRITERIA, ChannelRatio, MacsTarget, accumulate_gradients, make_importance,
                         scores, select)
 from .single_step import single_step_prune
-from .tpp import TPPRegularizer, filter_l1, layerwise_selection
+from .tpp import ReplaceReleased, TPPRegularizer, filter_l1, layerwise_selection
 
 __all__ = ["ChannelGroups", "output_layer", "ChannelRatio", "MacsTarget", "CRITERIA",
            "make_importance", "scores", "accumulate_gradients", "select", "SmoothPruning",
            "SelfRectifying", "single_step_prune", "remove_channels", "effective_macs_params",
-           "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "TPPRegularizer", "filter_l1",
+           "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "ReplaceReleased", "TPPRegularizer", "filter_l1",
            "layerwise_selection", "FREE", "DECAYING", "PRUNED", "RELEASED"]

@@ -70,6 +70,48 @@ def layerwise_selection(groups: ChannelGroups, ratio: float, layers: str | list[
     return torch.cat(ids).sort().values
 
 
+class ReplaceReleased:
+    """TPP × DPM's selection with ``--released replace``, as a :class:`SmoothPruning` selector:
+    the chosen filters ``ids`` at the first round; at every later round, in each layer, as many
+    filters of smallest L1 (now) as Self-Rectifying released there since the round before: free
+    ones first, then released ones once no free one is left.
+    So each layer ends at its ratio, as the core's rounds keep their MACs target; without it a
+    released filter is simply kept (TPP selects once) and the network ends larger. Runs at the
+    rounds only (one host sync each), never per step."""
+
+    def __init__(self, groups: ChannelGroups, ids: torch.Tensor):
+        self.groups, self.ids = groups, ids
+        self.started = False
+        self.replaced = torch.zeros(groups.num_structures, dtype=torch.bool)
+
+    def __call__(self, pruner, step: int) -> torch.Tensor:
+        from .decay import FREE, RELEASED
+
+        if not self.started:
+            self.started = True
+            return self.ids
+        status = pruner.status.cpu()
+        new = (status == RELEASED) & ~self.replaced
+        self.replaced |= new
+        l1, picks = filter_l1(self.groups), []
+        for g in self.groups.groups:
+            count = int(new[g.offset:g.offset + g.size].sum())
+            if count:  # free filters first, then released ones (as the core's select does)
+                here = status[g.offset:g.offset + g.size]
+                ranked = [(here == kind).nonzero().flatten() for kind in (FREE, RELEASED)]
+                ranked = torch.cat([c[l1[g.offset + c].argsort()] for c in ranked])
+                picks.append(g.offset + ranked[:count])
+        picks = torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+        self.replaced[picks] = False  # a re-picked filter released again is replaced again
+        return picks
+
+    def state_dict(self) -> dict:
+        return {"started": self.started, "replaced": self.replaced}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.started, self.replaced = state["started"], state["replaced"]
+
+
 class TPPRegularizer(Hook):
     """TPP's regularisation phase (module docstring) over the structures ``pruned_ids``.
 
