@@ -173,20 +173,21 @@ def sr_signal_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def early_training(records: pd.DataFrame, epoch: int = 1) -> pd.DataFrame:
-    """Per configuration (method and target), mean ± std over seeds of the training loss and
-    test top-1 after the first ``epoch`` epochs of the recorded training phase: a trainability
-    signal read from records (TPP's claim is that its network trains faster right after pruning
-    than L1 one-shot's)."""
+    """Per configuration (method, target, what happens to released structures), mean ± std over
+    seeds of the training loss and test top-1 after the first ``epoch`` epochs of the recorded
+    training phase: a trainability signal read from records (TPP's claim is that its network
+    trains faster right after pruning than L1 one-shot's)."""
     rows = []
     for _, g in records.groupby("config_id", sort=False):
         knobs = describe(g["config"].iloc[0])
         at = g["history"].map(lambda h: h[epoch - 1] if len(h) >= epoch else None).dropna()
         loss = at.map(lambda e: e["train_loss"])
         acc = at.map(lambda e: e["test_acc"])
-        rows.append({"method": knobs["method"], "target": knobs["target"], "seeds": len(at),
+        rows.append({"method": knobs["method"], "target": knobs["target"],
+                     "on_release": knobs["on_release"] or "-", "seeds": len(at),
                      f"train loss, epoch {epoch}": f"{loss.mean():.3f} ± {loss.std():.3f}",
                      f"test top-1 after epoch {epoch}": f"{acc.mean():.2f} ± {acc.std():.2f}"})
-    return pd.DataFrame(rows).set_index(["method", "target"])
+    return pd.DataFrame(rows).set_index(["method", "target", "on_release"])
 
 
 def _revision_notes(records: pd.DataFrame) -> list[str]:

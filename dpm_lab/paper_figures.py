@@ -68,7 +68,8 @@ def _knobs(table: pd.DataFrame, row) -> str:
     """The knobs, other than the target, that tell ``row``'s configuration apart from the other
     configurations of its method in the summary ``table`` (e.g. OTOv2's DHSPG deviations)."""
     same = table[table["method"] == row["method"]]
-    knobs = ", ".join(f"{k}={row[k]}" for k in varying(same, keep=()) if k != "target")
+    knobs = ", ".join(f"{k}={'default' if pd.isna(row[k]) else row[k]}"
+                      for k in varying(same, keep=()) if k != "target")
     return f" ({knobs})" if knobs else ""
 
 
@@ -190,7 +191,8 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
             N = sample["decay_steps"]
             for role, rel in zip(sample["role"], sample["relative"]):
                 x = np.arange(len(rel)) / N
-                ax.plot(x, rel, color=colors[role], lw=0.8, alpha=0.9 if role == "released" else 0.3)
+                ax.plot(x, rel, color=colors[role], lw=0.8, alpha=0.25 if role == "released" else 0.6,
+                        zorder=3 if role == "chosen" else 2)
                 count[role] += 1
         x = np.linspace(0, 2, 201)
         ax.plot(x, np.clip(1 - x, 0, None), color="k", ls=":", lw=1.5, label="(N − n)/N")
