@@ -140,7 +140,7 @@ def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out:
 def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     """One panel per configuration of the DPM runs (target and knobs: DepGraph's runs with and
     without sparse learning, or OTOv2's DHSPG deviations, are never pooled)."""
-    dpm = records[records["method"] == "dpm"].assign(label=lambda r: _config_labels(r))
+    dpm = records[records["method"] == "dpm"].assign(label=_config_labels)
     rows = [{"label": r["label"], "seed": r["seed"], "step": e["step"], "layer": e["group"]}
             for _, r in dpm.iterrows() for e in (r.get("releases") or [])]
     if not rows:
@@ -214,7 +214,7 @@ def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     the seeds of the records that kept their widths (older records did not and are left out)."""
     if "widths" not in records:
         return None
-    kept = _with_knobs(records[records["widths"].map(lambda w: isinstance(w, list))])
+    kept = records[records["widths"].map(lambda w: isinstance(w, list))].copy()
     if kept.empty:
         return None
     kept["label"] = _config_labels(kept) + ", " + kept.groupby("config_id")["seed"].transform(
