@@ -19,8 +19,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from . import distributed
 from .config import PROFILE_NAMES, SCHEDULES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
@@ -250,7 +248,7 @@ def main(argv=None) -> int:
         return 2
     finally:
         if launched:
-            torch.distributed.destroy_process_group()
+            distributed.shutdown()
 
 
 def _spec_fields(args) -> dict:

@@ -60,6 +60,21 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def shutdown() -> None:
+    """Leave the process group cleanly. DDP wrappers sit in reference cycles (and an interrupted
+    run's wrapper in its traceback) that keep the gloo group and its worker threads alive past
+    ``destroy_process_group``; left to interpreter shutdown, those threads abort the process
+    (``terminate called without an active exception``, about 1 run in 20 here). So: collect the
+    cycles, then destroy the group while the interpreter is whole. (No barrier: after an error
+    on one rank, a barrier would hang the others.)"""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    import gc
+
+    gc.collect()
+    dist.destroy_process_group()
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -105,8 +105,8 @@ def _train(rank: int, world: int, port: int, out: str, interrupt_at: int = -1,
     if distributed.is_main():
         torch.save({"weights": model.state_dict(), "status": torch.stack(log.log),
                     "released": sp.release_log, "history": history}, out)
-    if world > 1:
-        dist.destroy_process_group()
+    del model, sp, log, history
+    distributed.shutdown()
 
 
 def _free_port() -> int:
