@@ -12,6 +12,11 @@ training: ``python -m dpm_lab figures`` (and notebook 09).
   over seeds), from the records that kept their widths.
 - ``sr_ablation``: validation top-1 against each Self-Rectifying setting that the recorded
   ablation varies, with the SP runs of the same ablation as a reference.
+- ``ablation_<knob>_<profile>``: the ablations of ``configs/ablations`` (records under
+  ``results/reference/ablations``), one figure per knob (N, T_rate, T_len, window, rule,
+  criterion, target): validation top-1, mean and 95 % t-interval over seeds, per method, with
+  every other knob at its ablation default; a method the knob does not apply to (SP under an SR
+  threshold, single-step under N) is drawn as a band across the panel.
 
 One seaborn style, labelled axes, PNG and PDF. A figure whose records do not exist is skipped and
 named in the returned notes, never drawn from anything else.
@@ -30,7 +35,7 @@ from .figures import layer_widths, mean_widths, summarize, varying
 from .paper import load_paper_results
 from .results import load_records
 from .runspec import HOSTS, SR_DEFAULTS, describe
-from .stats import interval
+from .stats import interval, paired_differences
 
 HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),
                   "gatedecorator": ("Gate Decorator", "vgg16")}
@@ -259,6 +264,124 @@ def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
     return _save(fig, out, "sr_ablation")
 
 
+# the knobs ``configs/ablations`` varies, one at a time, with their axis labels
+ABLATED = {"N": "N (optimiser steps to zero)", "t_rate": "T_rate (threshold on C_rate)",
+           "t_len": "T_len (threshold on C_len)", "window": "window (steps averaged)",
+           "rule": "release rule", "criterion": "importance criterion",
+           "target": "MACs target (fraction of dense)"}
+
+
+def _order(values) -> list:
+    """Ablation values in axis order: by the number in them where there is one ("MACs 0.25"
+    sorts as 0.25, largest first for targets), else as written."""
+    def number(v):
+        try:
+            return float(str(v).split()[-1])
+        except ValueError:
+            return None
+    nums = [number(v) for v in values]
+    if all(n is not None for n in nums):
+        return [v for _, v in sorted(zip(nums, values), key=lambda t: t[0],
+                                     reverse=str(values[0]).startswith("MACs"))]
+    return sorted(values, key=str)
+
+
+def _seeds(n) -> str:
+    return f"{int(n)} seed{'s' * (int(n) != 1)}"
+
+
+def _ablation_panels(records: pd.DataFrame):
+    """``(knob, default, runs)`` per ablated knob that the records vary: the runs whose every
+    other knob is at its default (the value most runs share: the default point is the one every
+    ablation file contains) or does not apply to their method. Every knob that varies is held,
+    the ablated ones and any other (a rate_reference variant, say), so that no point pools two
+    configurations."""
+    df = _with_knobs(records)
+    knobs = [k for k in varying(df, keep=()) if k not in ("method", "host")]
+    base = {k: df[k].dropna().mode().iloc[0] for k in knobs}
+    for k in [k for k in ABLATED if k in knobs]:
+        others = [df[o].isna() | (df[o] == base[o]) for o in knobs if o != k]
+        panel = df[np.logical_and.reduce(others)] if others else df
+        if panel[k].nunique() >= 2:
+            yield k, base[k], panel
+
+
+def ablation_points(records: pd.DataFrame) -> pd.DataFrame:
+    """Per ablated knob, value and method: seeds, mean validation top-1 (final epoch; test top-1
+    where a record has no validation split) and its 95 % t-interval, MACs kept and releases.
+    ``value`` is None for a method the knob does not apply to (its reference level)."""
+    metric = "final_val" if records["final_val"].notna().all() else "final_top1"
+    rows = []
+    for k, default, panel in _ablation_panels(records):
+        for (method, value), g in panel.groupby(["method", panel[k].astype(object).where(
+                panel[k].notna(), None)], dropna=False, sort=False):
+            if g["config_id"].nunique() > 1:
+                raise ValueError(f"{k}={value}, {method}: {g['config_id'].nunique()} "
+                                 f"configurations would pool into one point; they differ in "
+                                 f"{varying(summarize(g), keep=())}")
+            mean, low, high = interval(g[metric])
+            rows.append({"knob": k, "value": value, "default": default, "method": method,
+                         "seeds": g["seed"].nunique(), "metric": metric, "mean": mean,
+                         "low": low, "high": high, "macs_ratio": g["macs_ratio"].mean(),
+                         "released": g["released"].mean() if "released" in g else np.nan})
+    return pd.DataFrame(rows)
+
+
+def ablation_differences(records: pd.DataFrame, a: str = "dpm", b: str = "sp") -> pd.DataFrame:
+    """Per ablated knob and value: ``a`` − ``b`` paired over seeds (same dense model), with its
+    95 % interval (``stats.paired_differences``). Where ``b`` has the knob too (N, criterion,
+    target) the pair shares its value; where it does not (SP under an SR threshold), every value
+    of ``a`` is paired with ``b``'s one configuration."""
+    metric = "final_val" if records["final_val"].notna().all() else "final_top1"
+    rows = []
+    for k, default, panel in _ablation_panels(records):
+        d = paired_differences(panel, a, b, metric=metric, knobs=(k,))
+        if d.empty:
+            continue
+        d = d[d[f"{k}_b"].isna() | (d[f"{k}_a"] == d[f"{k}_b"])]
+        rows += [{"knob": k, "value": r[f"{k}_a"], "default": default, "comparison": r["comparison"],
+                  "seeds": r["seeds"], "metric": metric, a: r[a], b: r[b], "diff": r["diff"],
+                  "ci95_low": r["ci95_low"], "ci95_high": r["ci95_high"], "claim": r["claim"]}
+                 for _, r in d.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) -> list[Path]:
+    """One knob's ablation from :func:`ablation_points`: mean and 95 % t-interval per value and
+    method (dodged), the methods the knob does not apply to as a line and band."""
+    one = points[points["knob"] == knob]
+    order = _order(list(one["value"].dropna().unique()))
+    methods = list(dict.fromkeys(one["method"]))
+    colors = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(order) + 2), 3.4))
+    swept = [m for m in methods if one[(one["method"] == m)]["value"].notna().any()]
+    numeric = all(isinstance(v, (int, float, np.number)) or str(v).startswith("MACs")
+                  for v in order)  # lines join the points only along a numeric axis
+    for i, m in enumerate(methods):
+        g = one[one["method"] == m]
+        if m not in swept:
+            row = g.iloc[0]
+            ax.axhline(row["mean"], color=colors[m], ls="--", lw=1,
+                       label=f"{m} (no {knob}; {_seeds(row['seeds'])})")
+            if not np.isnan(row["low"]):
+                ax.axhspan(row["low"], row["high"], color=colors[m], alpha=0.12, lw=0)
+            continue
+        g = g.set_index("value").reindex(order)
+        x = np.arange(len(order)) + (i - (len(swept) - 1) / 2) * 0.12
+        ax.errorbar(x, g["mean"], yerr=[g["mean"] - g["low"], g["high"] - g["mean"]],
+                    fmt="o-" if numeric else "o", color=colors[m], capsize=3, ms=5, lw=1,
+                    label=f"{m} ({_seeds(g['seeds'].max())})")
+    default = one["default"].iloc[0]
+    ax.set_xticks(range(len(order)), [f"{v}*" if v == default else str(v) for v in order])
+    metric = "validation" if one["metric"].iloc[0] == "final_val" else "test"
+    ax.set(xlabel=f"{ABLATED[knob]}; * default", ylabel=f"final {metric} top-1 (%)")
+    ax.set_title(f"{profile}: {knob} ablation, other knobs at their defaults (mean and 95 % "
+                 f"t-interval over seeds)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, f"ablation_{knob}_{profile}")
+
+
 def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Path], list[str]]:
     """Every figure from the records under ``reference`` (``results/reference``) and the paper
     CSV, into ``out``; returns the files written and notes on what was skipped."""
@@ -287,4 +410,11 @@ def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Pa
     written += paths or []
     if paths is None:
         notes.append("no Self-Rectifying ablation records: sr_ablation skipped")
+    ablations = load_records(reference / "ablations" / profile / "core")
+    points = pd.DataFrame() if ablations.empty else ablation_points(ablations)
+    for knob in ABLATED:
+        if not points.empty and knob in set(points["knob"]):
+            written += ablation_figure(points, knob, profile, out)
+        else:
+            notes.append(f"no {profile} ablation records vary {knob}: ablation_{knob} skipped")
     return written, notes

@@ -51,3 +51,26 @@ def test_widths_and_norm_trajectories_are_drawn_from_the_fields_records_keep(tmp
                        (norm_trajectories_figure, "norm_trajectories_core_mini")):
         assert [p.name for p in draw(records, "core", "mini", tmp_path)] == [f"{name}.png",
                                                                              f"{name}.pdf"]
+
+
+def test_ablation_points_hold_every_other_knob_at_its_default():
+    """On the recorded Self-Rectifying selection runs: each point of a knob's panel is one
+    configuration; SP, which has no SR threshold, is the panel's reference level; two
+    configurations that would pool into one point are an error."""
+    import pandas as pd
+    import pytest
+
+    from dpm_lab.paper_figures import ablation_points
+    from dpm_lab.results import load_records
+
+    records = load_records(ROOT / "results" / "reference" / "self-rectifying" / "mini" / "core")
+    points = ablation_points(records)
+    assert {"t_rate", "t_len", "window", "rule", "criterion"} <= set(points["knob"])
+    assert (points.groupby(["knob", "value", "method"], dropna=False).size() == 1).all()
+    sp = points[(points["knob"] == "t_rate") & (points["method"] == "sp")]
+    assert len(sp) == 1 and sp["value"].isna().all()
+    default = points[(points["knob"] == "t_rate") & (points["value"] == 0.5)]
+    assert list(default["method"]) == ["dpm"]
+    twin = records[records["method"] == "sp"].iloc[[0]].assign(config_id="another")
+    with pytest.raises(ValueError, match="configurations would pool into one point"):
+        ablation_points(pd.concat([records, twin], ignore_index=True))
