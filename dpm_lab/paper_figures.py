@@ -34,7 +34,7 @@ import seaborn as sns
 from .figures import layer_widths, mean_widths, summarize, varying
 from .paper import load_paper_results
 from .results import load_records
-from .runspec import HOSTS, SR_DEFAULTS, describe
+from .runspec import HOSTS, SR_DEFAULTS, RunSpec, describe, resolve
 from .stats import interval, paired_differences
 
 HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),
@@ -293,12 +293,19 @@ def _seeds(n) -> str:
 def _ablation_panels(records: pd.DataFrame):
     """``(knob, default, runs)`` per ablated knob that the records vary: the runs whose every
     other knob is at its default (the value most runs share: the default point is the one every
-    ablation file contains) or does not apply to their method. Every knob that varies is held,
+    ablation file contains; 0.25x MACs, not the package's 0.5x) or does not apply to their
+    method. Every knob that varies is held,
     the ablated ones and any other (a rate_reference variant, say), so that no point pools two
     configurations."""
     df = _with_knobs(records)
     knobs = [k for k in varying(df, keep=()) if k not in ("method", "host")]
-    base = {k: df[k].dropna().mode().iloc[0] for k in knobs}
+    # a tie (one ablation file alone) goes to the package's default for the records' profile
+    package = describe(resolve(RunSpec(profile=df["profile"].iloc[0])).config)
+    base = {}
+    for k in knobs:
+        counts = df[k].value_counts()
+        top = list(counts.index[counts == counts.max()])
+        base[k] = package.get(k) if package.get(k) in top else top[0]
     for k in [k for k in ABLATED if k in knobs]:
         others = [df[o].isna() | (df[o] == base[o]) for o in knobs if o != k]
         panel = df[np.logical_and.reduce(others)] if others else df
@@ -372,7 +379,10 @@ def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) ->
                     fmt="o-" if numeric else "o", color=colors[m], capsize=3, ms=5, lw=1,
                     label=f"{m} ({_seeds(g['seeds'].max())})")
     default = one["default"].iloc[0]
-    ax.set_xticks(range(len(order)), [f"{v}*" if v == default else str(v) for v in order])
+    def tick(v):
+        text = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+        return text + "*" if v == default else text
+    ax.set_xticks(range(len(order)), [tick(v) for v in order])
     metric = "validation" if one["metric"].iloc[0] == "final_val" else "test"
     ax.set(xlabel=f"{ABLATED[knob]}; * default", ylabel=f"final {metric} top-1 (%)")
     ax.set_title(f"{profile}: {knob} ablation, other knobs at their defaults (mean and 95 % "
