@@ -22,6 +22,7 @@ setting; it is why a run's identity records ``world_size`` when it is above 1.
 """
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -69,8 +70,6 @@ def shutdown() -> None:
     on one rank, a barrier would hang the others.)"""
     if not (dist.is_available() and dist.is_initialized()):
         return
-    import gc
-
     gc.collect()
     dist.destroy_process_group()
 

@@ -290,13 +290,17 @@ def _seeds(n) -> str:
     return f"{int(n)} seed{'s' * (int(n) != 1)}"
 
 
+def _ablation_metric(records: pd.DataFrame) -> str:
+    """Final validation top-1, or test top-1 where a record has no validation split."""
+    return "final_val" if records["final_val"].notna().all() else "final_top1"
+
+
 def _ablation_panels(records: pd.DataFrame):
     """``(knob, default, runs)`` per ablated knob that the records vary: the runs whose every
     other knob is at its default (the value most runs share: the default point is the one every
     ablation file contains; 0.25x MACs, not the package's 0.5x) or does not apply to their
-    method. Every knob that varies is held,
-    the ablated ones and any other (a rate_reference variant, say), so that no point pools two
-    configurations."""
+    method. Every knob that varies is held, the ablated ones and any other (a rate_reference
+    variant, say), so that no point pools two configurations."""
     df = _with_knobs(records)
     knobs = [k for k in varying(df, keep=()) if k not in ("method", "host")]
     # a tie (one ablation file alone) goes to the package's default for the records' profile
@@ -317,7 +321,7 @@ def ablation_points(records: pd.DataFrame) -> pd.DataFrame:
     """Per ablated knob, value and method: seeds, mean validation top-1 (final epoch; test top-1
     where a record has no validation split) and its 95 % t-interval, MACs kept and releases.
     ``value`` is None for a method the knob does not apply to (its reference level)."""
-    metric = "final_val" if records["final_val"].notna().all() else "final_top1"
+    metric = _ablation_metric(records)
     rows = []
     for k, default, panel in _ablation_panels(records):
         for (method, value), g in panel.groupby(["method", panel[k].astype(object).where(
@@ -339,7 +343,7 @@ def ablation_differences(records: pd.DataFrame, a: str = "dpm", b: str = "sp") -
     95 % interval (``stats.paired_differences``). Where ``b`` has the knob too (N, criterion,
     target) the pair shares its value; where it does not (SP under an SR threshold), every value
     of ``a`` is paired with ``b``'s one configuration."""
-    metric = "final_val" if records["final_val"].notna().all() else "final_top1"
+    metric = _ablation_metric(records)
     rows = []
     for k, default, panel in _ablation_panels(records):
         d = paired_differences(panel, a, b, metric=metric, knobs=(k,))
@@ -379,6 +383,7 @@ def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) ->
                     fmt="o-" if numeric else "o", color=colors[m], capsize=3, ms=5, lw=1,
                     label=f"{m} ({_seeds(g['seeds'].max())})")
     default = one["default"].iloc[0]
+
     def tick(v):
         text = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
         return text + "*" if v == default else text
