@@ -232,38 +232,6 @@ def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     return _save(fig, out, f"widths_{host}_{profile}")
 
 
-def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
-    """One panel per Self-Rectifying setting the ablation varies: the DPM runs that differ from
-    the defaults in that setting alone (L2 selection), against the SP runs (L2)."""
-    df = _with_knobs(records)
-    df = df[df["criterion"] == "l2"]
-    metric = "final_val" if df["final_val"].notna().all() else "final_top1"
-    dpm, sp = df[df["method"] == "dpm"], df[df["method"] == "sp"]
-    panels = {}
-    for k in SR_DEFAULTS:
-        others = [o for o in SR_DEFAULTS if o != k]
-        one = dpm[(dpm[others] == pd.Series(SR_DEFAULTS)[others]).all(axis=1)]
-        if one[k].nunique() > 1:
-            panels[k] = one
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True,
-                             squeeze=False)
-    for ax, (k, one) in zip(axes[0], panels.items()):
-        with _seeded():
-            sns.stripplot(data=one, x=k, y=metric, ax=ax, color=sns.color_palette()[0], size=6)
-        if not sp.empty:
-            ax.axhline(sp[metric].mean(), color="grey", ls="--", lw=1,
-                       label=f"SP ({len(sp)} run{'s' * (len(sp) > 1)})")
-        ax.set(xlabel=f"{k} (default {SR_DEFAULTS[k]})", ylabel=f"{metric.replace('_', ' ')} (%)")
-    axes[0][0].legend(fontsize=7)
-    seeds = sorted(int(x) for x in pd.concat([p["seed"] for p in panels.values()]).unique())
-    fig.suptitle(f"Self-Rectifying, one setting at a time from the defaults (DPM, L2 selection, "
-                 f"{profile}, seeds {seeds}, validation split)", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out, "sr_ablation")
-
-
 # the knobs ``configs/ablations`` varies, one at a time, with their axis labels
 ABLATED = {"N": "N (optimiser steps to zero)", "t_rate": "T_rate (threshold on C_rate)",
            "t_len": "T_len (threshold on C_len)", "window": "window (steps averaged)",
@@ -295,12 +263,12 @@ def _ablation_metric(records: pd.DataFrame) -> str:
     return "final_val" if records["final_val"].notna().all() else "final_top1"
 
 
-def _ablation_panels(records: pd.DataFrame):
-    """``(knob, default, runs)`` per ablated knob that the records vary: the runs whose every
-    other knob is at its default (the value most runs share: the default point is the one every
-    ablation file contains; 0.25x MACs, not the package's 0.5x) or does not apply to their
-    method. Every knob that varies is held, the ablated ones and any other (a rate_reference
-    variant, say), so that no point pools two configurations."""
+def _ablation_panels(records: pd.DataFrame, ablated=ABLATED):
+    """``(knob, default, runs)`` per knob of ``ablated`` (in its order) that the records vary:
+    the runs whose every other knob is at its default (the value most runs share: the default
+    point is the one every ablation file contains; 0.25x MACs, not the package's 0.5x) or does
+    not apply to their method. Every knob that varies is held, the ablated ones and any other
+    (a rate_reference variant, say), so that no point pools two configurations."""
     df = _with_knobs(records)
     knobs = [k for k in varying(df, keep=()) if k not in ("method", "host")]
     # a tie (one ablation file alone) goes to the package's default for the records' profile
@@ -310,11 +278,39 @@ def _ablation_panels(records: pd.DataFrame):
         counts = df[k].value_counts()
         top = list(counts.index[counts == counts.max()])
         base[k] = package.get(k) if package.get(k) in top else top[0]
-    for k in [k for k in ABLATED if k in knobs]:
+    for k in [k for k in ablated if k in knobs]:
         others = [df[o].isna() | (df[o] == base[o]) for o in knobs if o != k]
         panel = df[np.logical_and.reduce(others)] if others else df
         if panel[k].nunique() >= 2:
             yield k, base[k], panel
+
+
+def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
+    """One panel per Self-Rectifying setting the selection runs vary (``configs/self_rectifying``,
+    seed 0): each DPM run that differs from the defaults in that setting alone, as a point, with
+    the SP run at the same criterion as a line. Panels come from :func:`_ablation_panels`, so
+    every other knob is held as in the ablation figures."""
+    panels = {k: panel for k, _, panel in _ablation_panels(records, SR_DEFAULTS)}
+    if not panels:
+        return None
+    metric = _ablation_metric(records)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True,
+                             squeeze=False)
+    for ax, (k, panel) in zip(axes[0], panels.items()):
+        sp = panel[panel["method"] == "sp"]
+        with _seeded():
+            sns.stripplot(data=panel[panel["method"] == "dpm"], x=k, y=metric, ax=ax,
+                          color=sns.color_palette()[0], size=6)
+        if not sp.empty:
+            ax.axhline(sp[metric].mean(), color="grey", ls="--", lw=1,
+                       label=f"SP ({len(sp)} run{'s' * (len(sp) > 1)})")
+        ax.set(xlabel=f"{k} (default {SR_DEFAULTS[k]})", ylabel=f"{metric.replace('_', ' ')} (%)")
+    axes[0][0].legend(fontsize=7)
+    seeds = sorted(int(x) for x in pd.concat([p["seed"] for p in panels.values()]).unique())
+    fig.suptitle(f"Self-Rectifying, one setting at a time from the defaults (DPM, L2 selection, "
+                 f"{profile}, seeds {seeds}, validation split)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, "sr_ablation")
 
 
 def ablation_points(records: pd.DataFrame) -> pd.DataFrame:
