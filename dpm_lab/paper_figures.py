@@ -254,8 +254,11 @@ def _order(values) -> list:
     return sorted(values, key=str)
 
 
-def _seeds(n) -> str:
-    return f"{int(n)} seed{'s' * (int(n) != 1)}"
+def _seeds(counts) -> str:
+    """Seeds behind one method's points: "3 seeds", or "3-5 seeds" where the points differ."""
+    counts = pd.Series(counts).dropna().astype(int)
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low}-{high} seeds" if low != high else f"{high} seed{'s' * (high != 1)}"
 
 
 def _ablation_metric(records: pd.DataFrame) -> str:
@@ -377,7 +380,7 @@ def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) ->
         x = np.arange(len(order)) + (i - (len(swept) - 1) / 2) * 0.12
         ax.errorbar(x, g["mean"], yerr=[g["mean"] - g["low"], g["high"] - g["mean"]],
                     fmt="o-" if numeric else "o", color=colors[m], capsize=3, ms=5, lw=1,
-                    label=f"{m} ({_seeds(g['seeds'].max())})")
+                    label=f"{m} ({_seeds(g['seeds'])})")
     default = one["default"].iloc[0]
 
     def tick(v):

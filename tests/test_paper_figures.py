@@ -74,3 +74,12 @@ def test_ablation_points_hold_every_other_knob_at_its_default():
     twin = records[records["method"] == "sp"].iloc[[0]].assign(config_id="another")
     with pytest.raises(ValueError, match="configurations would pool into one point"):
         ablation_points(pd.concat([records, twin], ignore_index=True))
+
+
+def test_a_legend_says_when_its_points_rest_on_different_numbers_of_seeds():
+    """The Taylor pair has 5 seeds where the other criteria have 3: the legend says 3-5."""
+    from dpm_lab.paper_figures import _seeds
+
+    assert _seeds([3, 3, None]) == "3 seeds"
+    assert _seeds([3, 5, 3]) == "3-5 seeds"
+    assert _seeds(1) == "1 seed"
