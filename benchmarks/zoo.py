@@ -52,8 +52,9 @@ def measure_isolated(name: str, N: int) -> dict:
                                   "--json", str(out)], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         log = child.stdout.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+        child.stdout.close()
+        _, status, usage = os.wait4(child.pid, 0)  # wait() would not give the child's rusage
+        code = child.returncode = os.waitstatus_to_exitcode(status)
         if code != 0:
             last = log.strip().splitlines()[-1] if log.strip() else ""
             reason = f"killed by signal {-code}" if code < 0 else f"exit {code}"

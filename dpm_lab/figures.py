@@ -251,11 +251,16 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
         pairs = pd.concat([paired_differences(records, a, b)
                            for a, b in (("dpm", baseline), ("dpm", "sp"), ("sp", baseline))],
                           ignore_index=True)
-        held_out = "final_val" in records and records["final_val"].notna().all()
-        metric = "final_val" if held_out else "final_top1"
         found.append(Comparison(host, table[cols], path, notes, pairs,
-                                self_rectifying_table(records, metric)))
+                                self_rectifying_table(records, final_metric(records))))
     return found
+
+
+def final_metric(records: pd.DataFrame) -> str:
+    """``final_val`` where every record held out a validation split, else ``final_top1``: the
+    column that chooses settings, never the test split when a validation split exists."""
+    held_out = "final_val" in records and records["final_val"].notna().all()
+    return "final_val" if held_out else "final_top1"
 
 
 # ---- notebook helpers ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .figures import layer_widths, mean_widths, summarize, varying
+from .figures import final_metric, layer_widths, mean_widths, summarize, varying
 from .paper import load_paper_results
 from .results import load_records
 from .runspec import HOSTS, SR_DEFAULTS, RunSpec, describe, resolve
@@ -261,11 +261,6 @@ def _seeds(counts) -> str:
     return f"{low}-{high} seeds" if low != high else f"{high} seed{'s' * (high != 1)}"
 
 
-def _ablation_metric(records: pd.DataFrame) -> str:
-    """Final validation top-1, or test top-1 where a record has no validation split."""
-    return "final_val" if records["final_val"].notna().all() else "final_top1"
-
-
 def _ablation_panels(records: pd.DataFrame, ablated=ABLATED):
     """``(knob, default, runs)`` per knob of ``ablated`` (in its order) that the records vary:
     the runs whose every other knob is at its default (the value most runs share: the default
@@ -289,14 +284,14 @@ def _ablation_panels(records: pd.DataFrame, ablated=ABLATED):
 
 
 def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
-    """One panel per Self-Rectifying setting the selection runs vary (``configs/self_rectifying``,
-    seed 0): each DPM run that differs from the defaults in that setting alone, as a point, with
-    the SP run at the same criterion as a line. Panels come from :func:`_ablation_panels`, so
-    every other knob is held as in the ablation figures."""
+    """One panel per Self-Rectifying setting the selection runs vary
+    (``results/reference/self-rectifying``, seed 0): each DPM run that differs from the defaults
+    in that setting alone, as a point, with the SP run at the same criterion as a line. Panels
+    come from :func:`_ablation_panels`, so every other knob is held as in the ablation figures."""
     panels = {k: panel for k, _, panel in _ablation_panels(records, SR_DEFAULTS)}
     if not panels:
         return None
-    metric = _ablation_metric(records)
+    metric = final_metric(records)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True,
                              squeeze=False)
     for ax, (k, panel) in zip(axes[0], panels.items()):
@@ -320,7 +315,7 @@ def ablation_points(records: pd.DataFrame) -> pd.DataFrame:
     """Per ablated knob, value and method: seeds, mean validation top-1 (final epoch; test top-1
     where a record has no validation split) and its 95 % t-interval, MACs kept and releases.
     ``value`` is None for a method the knob does not apply to (its reference level)."""
-    metric = _ablation_metric(records)
+    metric = final_metric(records)
     rows = []
     for k, default, panel in _ablation_panels(records):
         for (method, value), g in panel.groupby(["method", panel[k].astype(object).where(
@@ -342,7 +337,7 @@ def ablation_differences(records: pd.DataFrame, a: str = "dpm", b: str = "sp") -
     95 % interval (``stats.paired_differences``). Where ``b`` has the knob too (N, criterion,
     target) the pair shares its value; where it does not (SP under an SR threshold), every value
     of ``a`` is paired with ``b``'s one configuration."""
-    metric = _ablation_metric(records)
+    metric = final_metric(records)
     rows = []
     for k, default, panel in _ablation_panels(records):
         d = paired_differences(panel, a, b, metric=metric, knobs=(k,))
