@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .claims import writing
 
 _PLAIN_VALUES = (str, int, float, bool, type(None))
 
@@ -32,9 +33,8 @@ def save_checkpoint(obj, path: str | os.PathLike) -> None:
     if distributed.is_main():
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with writing(path) as tmp:
+            torch.save(obj, tmp)
     distributed.barrier()
 
 

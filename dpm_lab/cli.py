@@ -1,11 +1,14 @@
-"""Command line: ``python -m dpm_lab train|run|sweep|report|download``.
+"""Command line: ``python -m dpm_lab train|run|sweep|report|figures|main-job|download``.
 
 ``run`` and ``sweep`` share one option table, each option a field of
 :class:`dpm_lab.runspec.RunSpec`; in ``sweep`` every option takes one or more values and the
 grid is their Cartesian product. An option that does not apply to the chosen host or method is
 refused with one line saying why (``run``), or left out of the grid points it does not apply to,
 with a note (``sweep``). Every other bad value exits with status 2 and one line naming the value
-and what is allowed.
+and what is allowed, as does a state of the user's files the package detects
+(:class:`dpm_lab.errors.DpmLabError`); ``--debug`` (before the command) adds their traceback. Any
+other exception (a bug, CUDA out of memory, a Torch-Pruning internal) is not bad input and always
+shows its traceback.
 
 ``run`` and ``sweep`` also take an experiment file (``configs/``, see
 :mod:`dpm_lab.experiment_file`): its fields are the same options, a list being a grid axis, and
@@ -16,16 +19,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
 from . import distributed
 from .config import PROFILE_NAMES, SCHEDULES, get_profile
 from .data import DATASET_NAMES, DatasetNotFoundError
+from .errors import DpmLabError
 from .hosts.gatedecorator import DECAY_SLICES
-from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
+from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS, SR_SIGNALS
 from .models import MODEL_NAMES
 from .pruning import CRITERIA
+from .pruning.iterative import SCHEDULES as PRUNE_SCHEDULES
 from .pruning.rectify import RATE_REFERENCES, RULES
 from .runspec import HOSTS, METHODS, RECIPE_FIELDS, SR_DEFAULTS, TPP_METHODS, RunSpec
 
@@ -73,8 +79,8 @@ RUN_OPTIONS = [
                                                    "depgraph: Torch-Pruning group_sl; otov2: DHSPG; "
                                                    "gatedecorator: gated BN + Tick-Tock")),
     (("--method", "--methods"), "method",
-     dict(choices=ALL_METHODS, help="core: single-step | sp | dpm | tpp | tpp+dpm; hosts: "
-                                    "host | sp | dpm (default dpm; a sweep: every method of "
+     dict(choices=ALL_METHODS, help="core: single-step | sp | dpm | iterative | tpp | tpp+dpm; "
+                                    "hosts: host | sp | dpm (default dpm; a sweep: every method of "
                                     "the host but TPP's, which a sweep runs when named)")),
     (("--seed", "--seeds"), "seed",
      dict(type=_integer, help="random seed (default 0; a sweep: 0 1 2)")),
@@ -110,11 +116,19 @@ RUN_OPTIONS = [
      dict(type=_positive_int, help="core, --criterion taylor: batches whose gradients rank the "
                                    "step-0 selection (default 4)")),
     (("--prune-phase",), "prune_phase",
-     dict(type=_fraction, help="sp/dpm (core, depgraph): fraction of fine-tuning during which "
-                               "selection rounds run (default 0.5)")),
+     dict(type=_fraction, help="sp/dpm (core, depgraph), iterative: fraction of fine-tuning "
+                               "during which selection rounds run (default 0.5)")),
     (("--decay-steps",), "decay_steps",
      dict(type=_positive_int, help="N, optimiser steps for a selected channel to decay to zero "
-                                   "(default: the profile's)")),
+                                   "(default: the profile's); iterative: the N of the DPM rounds "
+                                   "whose span (and, by default, count) it prunes in")),
+    (("--iterative-steps",), "iterative_steps",
+     dict(type=_positive_int, help="iterative: k, the rounds of physical removal (default: as "
+                                   "many as DPM's selection rounds)")),
+    (("--prune-schedule",), "prune_schedule",
+     dict(choices=tuple(PRUNE_SCHEDULES), help="iterative: how much each removal round prunes, "
+                                               "linear (Torch-Pruning's scheduler, default) or "
+                                               "agp (cubic, Zhu & Gupta 2017)")),
     (("--t-rate",), "t_rate",
      dict(type=_real, help=f"dpm: threshold on C_rate (default {SR_DEFAULTS['t_rate']})")),
     (("--t-len",), "t_len",
@@ -144,6 +158,9 @@ RUN_OPTIONS = [
                                         "default), leaves it (leave) or is replaced (replace); "
                                         "tpp+dpm: leave (default) or replace, by the next "
                                         "smallest-L1 filter of its layer")),
+    (("--sr-signal",), "sr_signal",
+     dict(choices=SR_SIGNALS, help="otov2 dpm: what Self-Rectifying reads, the raw loss gradient "
+                                   "(gradient, default) or DHSPG's step direction (update)")),
     (("--gate-decay",), "gate_decay",
      dict(choices=DECAY_SLICES, help="gatedecorator sp/dpm: what decays, the gates (gate, "
                                      "default) or the gates with their conv filters")),
@@ -172,6 +189,9 @@ def _experiment_file(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dpm_lab", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of bad-input errors too (given before the "
+                             "command); unexpected errors always show theirs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a dense model; write checkpoint, record and figure")
@@ -230,8 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--out", default=None,
                       help="folder for the figures (default: the repository's figures/reference)")
 
-    download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision")
-    download.add_argument("dataset", choices=("cifar10", "cifar100"))
+    main_job = sub.add_parser("main-job", help="the main job (make train): the dense model "
+                                               "(trained or reused) pruned with DPM to 0.5x MACs; "
+                                               "prints what was kept")
+    _places(main_job)
+    main_job.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
+    main_job.add_argument("--no-figure", action="store_true",
+                          help="do not draw the accuracy through fine-tuning")
+
+    download = sub.add_parser("download", help="download CIFAR-10/100 with torchvision, or build "
+                                               "the CIFAR-10 slice from its official batches")
+    download.add_argument("dataset", choices=("cifar10", "cifar100", "cifar10-slice"))
     download.add_argument("--data-root", default=None,
                           help="target folder (default: $DPM_LAB_DATA, else ./data)")
     return parser
@@ -243,7 +272,9 @@ def main(argv=None) -> int:
     launched = args.command in ("train", "run", "sweep") and distributed.init_from_env()
     try:
         return _dispatch(args)
-    except (ValueError, RuntimeError, DatasetNotFoundError) as err:
+    except (ValueError, DpmLabError, DatasetNotFoundError) as err:  # bad input: one line
+        if args.debug:
+            traceback.print_exc()
         print(f"python -m dpm_lab: error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -261,6 +292,10 @@ def _dispatch(args) -> int:
     from .data import load_dataset
 
     if args.command == "download":
+        if args.dataset == "cifar10-slice":
+            from .data import download_cifar10_slice
+            print(f"cifar10-slice ready: {download_cifar10_slice(args.data_root)}")
+            return 0
         load_dataset(args.dataset, root=args.data_root, download=True)
         print(f"{args.dataset} ready")
         return 0
@@ -270,6 +305,8 @@ def _dispatch(args) -> int:
         return _figures(args)
     dirs = {k: v for k, v in (("results_dir", args.results_dir), ("runs_dir", args.runs_dir)) if v}
     common = dict(device=args.device, data_root=args.data_root, **dirs)
+    if args.command == "main-job":
+        return _main_job(args, common)
     if args.command == "sweep":
         specs = _grid_of(args.file, _given_axes(args), sweep=True)
         if args.cluster:
@@ -300,6 +337,24 @@ def _dispatch(args) -> int:
           f"{record['params'] / 1e6:.3f} M params")
     if not args.no_figure:
         print(f"figure: {figures.training_curve(record)}")
+    return 0
+
+
+def _main_job(args, common) -> int:
+    """``main-job``: the run, then its table, record and figure."""
+    from .experiments import run_paths
+    from .main_job import format_summary, main_job, main_job_spec
+
+    record, figure = main_job(args.profile, args.seed, figure=not args.no_figure, **common)
+    record_path, _ = run_paths(main_job_spec(args.profile, args.seed),
+                               common.get("results_dir"), common.get("runs_dir"))
+    print(f"main job: {record['model']} on {record['dataset']} ({record['profile']}, seed "
+          f"{record['seed']}, run {record['run_id']}): dense, then {record['method']} to "
+          f"{record['macs_ratio']:.3f}x MACs")
+    print(format_summary(record))
+    print(f"record: {record_path}")
+    if figure is not None:
+        print(f"figure: {figure}")
     return 0
 
 
@@ -424,6 +479,7 @@ def _figures(args) -> int:
 def _report(args) -> int:
     from . import figures
     from .paths import reference_dir
+    from .stats import ALPHA
 
     source = args.results_dir
     if args.reference:
@@ -442,12 +498,21 @@ def _report(args) -> int:
             print(f"   {line}")
         print(table.round(3).to_string(index=False))
         if not pairs.empty:
-            print(f"-- {name}: paired differences of final top-1 over seeds, 95 % t-interval")
-            cols = ["comparison", "target", "seeds", "diff", "diff_std", "ci95_low", "ci95_high",
-                    "claim"]
-            print(pairs[cols].round(3).to_string(index=False))
+            print(f"-- {name}: paired differences of final top-1 over seeds; Holm within this "
+                  f"table, family m = {pairs['m'].iloc[0]}: 95 % t-interval, paired t-test p, "
+                  f"Holm-adjusted p and interval; claimed where p_holm < {ALPHA}")
+            knobs = [c for c in pairs if c.endswith("_a") and not c.startswith("config_id")]
+            cols = ["comparison", "target", *knobs, "seeds", "diff", "diff_std", "ci95_low",
+                    "ci95_high", "p", "p_holm", "holm_low", "holm_high", "claim"]
+            print(pairs[cols].round(3)
+                  .assign(p=pairs["p"].round(4), p_holm=pairs["p_holm"].round(4))
+                  .to_string(index=False))
         if not sr.empty:
+            family = f"; Holm within this table, family m = {sr['m'].iloc[0]}" if "m" in sr else ""
             print(f"-- {name}: Self-Rectifying, each DPM setting paired with SP under its criterion "
-                  "(validation top-1 where a split was held out; *_pct: mean dense-L2 percentile)")
-            print(sr.drop(columns=["config_id"]).round(2).to_string(index=False))
+                  "(validation top-1 where a split was held out; *_pct: mean dense-L2 percentile"
+                  f"{family})")
+            print(sr.drop(columns=["config_id"]).round(2)
+                  .assign(**{c: sr[c].round(4) for c in ("p", "p_holm") if c in sr})
+                  .to_string(index=False))
     return 0

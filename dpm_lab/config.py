@@ -1,9 +1,10 @@
 """Training configuration and the three profiles (``smoke``, ``mini``, ``paper``).
 
 A profile fixes everything that makes a run small or large: data, model, dense and fine-tune
-recipes, and the decay length N. One switch selects it: the ``profile`` argument, else the
-``DPM_LAB_PROFILE`` environment variable, else ``mini``. Every value is validated on
-construction so a bad value fails at once with a message that names it and what is allowed.
+recipes, the decay length N (and, in ``smoke``, Self-Rectifying's window). One switch selects
+it: the ``profile`` argument, else the ``DPM_LAB_PROFILE`` environment variable, else ``mini``.
+Every value is validated on construction so a bad value fails at once with a message that names
+it and what is allowed.
 """
 from __future__ import annotations
 
@@ -78,10 +79,16 @@ class Profile:
     val_seed: int = 0
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # Self-Rectifying defaults this profile sets over ``runspec.SR_DEFAULTS`` (``smoke`` only:
+    # its decays are shorter than the default window; validated where a run is resolved)
+    self_rectifying: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
         _check(self.decay_steps >= 1, f"decay_steps must be >= 1, got {self.decay_steps!r}")
+        _check(isinstance(self.self_rectifying, dict),
+               f"self_rectifying must be a dict of Self-Rectifying options, got "
+               f"{self.self_rectifying!r}")
         _check(0 <= self.val_fraction < 1,
                f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
 
@@ -106,11 +113,15 @@ def _smoke() -> Profile:
               "dataset", file=sys.stderr)
     return Profile(
         name="smoke", dataset="cifar10-slice" if have_slice else "synthetic", model="resnet20",
-        batch_size=64, n_train=256, n_test=256, decay_steps=2,
+        batch_size=64, n_train=256, n_test=256, decay_steps=4,
         dense=TrainConfig(epochs=1, lr=0.05, schedule="constant"),
-        # 2 epochs x 4 steps, N = 2: selection rounds at steps 0, 2 and 4, so Self-Rectifying
-        # has steps in which it may act, as in the larger profiles.
+        # 2 epochs x 4 steps, N = 4: selection rounds at steps 0 and 4. A structure is observed
+        # by Self-Rectifying N - 1 = 3 times while it decays, so the default window of 10 could
+        # never be filled (refused, rectify.check_release_window): smoke averages over 2 steps,
+        # a code-path setting (the thresholds stay the defaults, which release here), so that
+        # smoke DPM runs exercise releases and replacements (tests/test_rectify.py checks it).
         finetune=TrainConfig(epochs=2, lr=0.01, schedule="constant"),
+        self_rectifying={"window": 2},
         notes="code paths only; numbers are meaningless")
 
 

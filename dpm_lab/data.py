@@ -11,7 +11,12 @@ Named datasets (``load_dataset``):
 - ``cifar10`` / ``cifar100``: torchvision's classes (real download with checksum when
   ``download=True``), or an existing copy under the data root.
 - ``cifar10-slice``: the offline 5438/1017-image slice of the official CIFAR-10 files
-  (``cifar10_prefix_subset.npz``), sha256-checked.
+  (``cifar10_prefix_subset.npz``), its arrays sha256-checked; :func:`download_cifar10_slice`
+  builds it from the official batches when it is missing.
+- ``cifar10-jpeg``: all 50000/10000 CIFAR-10 images as JPEG quality 75 (``cifar10_jpeg.npz``):
+  not the official pixels, so every number from it is labelled "CIFAR-10 (JPEG q75)"
+  (:func:`dataset_label`). Decoded once and cached; see :func:`load_cifar10_jpeg`.
+  :func:`whole_cifar10` names the whole-CIFAR-10 dataset to use: the official one where it exists.
 - ``synthetic``: a small generated, learnable dataset for unit tests; needs no files and is only
   ever used when asked for by name.
 
@@ -22,6 +27,11 @@ Named datasets (``load_dataset``):
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +41,38 @@ import torch
 from . import distributed
 from .paths import data_roots
 
-DATASET_NAMES = ("cifar10", "cifar100", "cifar10-slice", "synthetic", "imagenet")
+DATASET_NAMES = ("cifar10", "cifar100", "cifar10-slice", "cifar10-jpeg", "synthetic", "imagenet")
+# How tables, figures and reports name each dataset: a number from the JPEG copy must never pass
+# for one on the official CIFAR-10 pixels.
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cifar10-slice": "CIFAR-10 slice",
+                  "cifar10-jpeg": "CIFAR-10 (JPEG q75)", "synthetic": "synthetic data",
+                  "imagenet": "ImageNet"}
 
 SLICE_FILE = "cifar10_prefix_subset.npz"
-SLICE_SHA256 = "0e736ea7bc29037f1d962852dda9c26a2c09487d25af56ec61e366e3d5c1f337"
+# The slice is checked by the sha256 of its arrays (C-order bytes), not of the file: the .npz's
+# bytes depend on numpy's zip writer and zlib (numpy 2.4's savez_compressed of these arrays, in
+# this order, gives the shipped file's bytes, sha256 0e736ea7...1f337), the pixels do not.
+SLICE_SHA256 = {
+    "train_x": "5ecdf1bf4f04028c20fb24689f3c6af5b7dd7c8795668ffb6e1c785f12fad9ae",
+    "train_y": "d56a616f7cd4723eb5d494a0f535fe2d8c7a8189d736b81bce468e7361cda9c9",
+    "test_x": "48bde46fb9080c13770d6a8c4163dc24cff90c2802470aa26c4d6c392faf50f3",
+    "test_y": "27d28d901527806280ef341c3ceeb4d5eb20462432b015952af5df7448e18eb9",
+    "train_source_index": "89f68076ad3258ad4f5332c6d5028a14a2e1f58eec4fba48558071b976c0c323",
+    "test_source_index": "d8b94f28cb9cf3d3eafd85077ca03c5bbc08d3eb3bfceb08aa5e5493c58423a6",
+    "classes": "0cd4e425527caa80530bc5c762cd5a696c8e31782e3984fe3cedcf5c4e5ac572",
+}
+# The slice holds rows 0..K-1 of each official batch (../shared/data/README.md), in this order.
+SLICE_PREFIX = {"data_batch_1": 1102, "data_batch_2": 1017, "data_batch_3": 1017,
+                "data_batch_4": 1285, "data_batch_5": 1017, "test_batch": 1017}
+CIFAR10_BATCH_ROWS = 10000  # images per official batch: source index = (batch - 1) * 10000 + row
+
+JPEG_FILE = "cifar10_jpeg.npz"
+# ../shared/data/README.md: the sha256 of the file (its bytes hold the labels too) and of the
+# decoded uint8 arrays [N, 32, 32, 3] in file order (the decoder's output is checked, not trusted)
+JPEG_SHA256 = {"file": "2803977d49e5c207c61e5e034f205d9f29b1862e3fe38170b20b2971cd549e9a",
+               "train": "bf3aabd52be912dae02a0435296c4dab5289524b57f55cd162dc4796935a611b",
+               "test": "5a6aa8185204d80b65d3dfb540696dadd5f10d185ded226a96665d3e0fc6259f"}
+JPEG_CACHE = "cifar10_jpeg.decoded.npz"
 
 # Channel statistics used by Torch-Pruning's CIFAR benchmark (``benchmarks/main.py`` there).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -43,6 +81,13 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is missing or corrupt; the message says where we looked and how to fix it."""
+
+
+def dataset_label(name: str) -> str:
+    """The name tables, figures and reports give dataset ``name`` (a ``DATASET_NAMES`` key)."""
+    if name not in DATASET_LABELS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_LABELS)}")
+    return DATASET_LABELS[name]
 
 
 @dataclass
@@ -118,7 +163,30 @@ def load_dataset(name: str, root=None, download: bool = False, seed: int = 0,
                          "imagefolder_loaders(imagenet_root(root), ...)")
     if name == "cifar10-slice":
         return load_cifar10_slice(root)
+    if name == "cifar10-jpeg":
+        return load_cifar10_jpeg(root)
     return load_torchvision_cifar(name, root, download)
+
+
+def whole_cifar10(root=None) -> str:
+    """The dataset name for "all of CIFAR-10": ``cifar10`` (the official pixels) when a complete
+    copy is found, else ``cifar10-jpeg`` when its file is found. Resolved to a concrete name, so a
+    record's ``dataset`` always says which pixels its numbers come from. Neither found: a
+    :class:`DatasetNotFoundError` saying where each was looked for and how to get it."""
+    from torchvision import datasets
+
+    if _official_cifar_dir(datasets.CIFAR10, "cifar-10-batches-py", root) is not None:
+        return "cifar10"
+    if _find(JPEG_FILE, root) is not None:
+        return "cifar10-jpeg"
+    official = ", ".join(str(r / "cifar-10-batches-py") for r in data_roots(root))
+    jpeg = ", ".join(str(r / JPEG_FILE) for r in data_roots(root))
+    raise DatasetNotFoundError(
+        f"Neither CIFAR-10 (official, dataset cifar10) nor CIFAR-10 (JPEG q75) (dataset "
+        f"cifar10-jpeg) was found. Official: looked for a complete cifar-10-batches-py in "
+        f"{official}; get it with `python -m dpm_lab download cifar10`. JPEG: looked for "
+        f"{jpeg}; it ships beside the project in ../shared/data, copy it into data/. To use a "
+        f"local copy, pass --data-root DIR (Python: root=DIR) or set DPM_LAB_DATA=DIR.")
 
 
 def _find(relative: str, root) -> Path | None:
@@ -146,18 +214,18 @@ def imagenet_root(root=None) -> Path:
     return path
 
 
+_SLICE_HOW = ("Build it with `python -m dpm_lab download cifar10-slice` (downloads the official "
+              "CIFAR-10 python batches, about 170 MB, and keeps each batch's documented prefix), or "
+              "copy it from ../shared/data into data/.")
+
+
 def load_cifar10_slice(root=None) -> tuple[TensorDataset, TensorDataset]:
-    """The offline slice of real CIFAR-10 (see ``data/README.md``), after checking its sha256."""
+    """The offline slice of real CIFAR-10 (see ``data/README.md``), after checking the sha256 of
+    its arrays."""
     path = _find(SLICE_FILE, root)
     if path is None:
-        raise _missing("The CIFAR-10 slice", SLICE_FILE, root,
-                       "It ships beside the project in ../shared/data; copy it into data/.")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != SLICE_SHA256:
-        raise DatasetNotFoundError(
-            f"{path} is corrupt: sha256 {digest} != expected {SLICE_SHA256}. "
-            f"Replace it with the original file from ../shared/data.")
-    d = np.load(path)
+        raise _missing("The CIFAR-10 slice", SLICE_FILE, root, _SLICE_HOW)
+    d = read_cifar10_slice(path)
     classes = [str(c) for c in d["classes"]]
 
     def split(x, y):
@@ -168,6 +236,260 @@ def load_cifar10_slice(root=None) -> tuple[TensorDataset, TensorDataset]:
     return split(d["train_x"], d["train_y"]), split(d["test_x"], d["test_y"])
 
 
+def read_cifar10_slice(path) -> dict[str, np.ndarray]:
+    """The arrays of the slice file ``path``, each checked against ``SLICE_SHA256``: a damaged or
+    different file raises :class:`DatasetNotFoundError` naming it and how to get a good one."""
+    try:
+        with np.load(path) as f:
+            arrays = {name: f[name] for name in SLICE_SHA256}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DatasetNotFoundError(f"{path} is corrupt ({type(err).__name__}: {err}). "
+                                   f"{_SLICE_HOW}") from err
+    _check_slice(arrays, str(path))
+    return arrays
+
+
+def _check_slice(arrays: dict, what: str) -> None:
+    got = {name: _sha256(np.ascontiguousarray(x).tobytes()) for name, x in arrays.items()}
+    bad = [f"{name} has sha256 {got[name]}, expected {SLICE_SHA256[name]}"
+           for name in SLICE_SHA256 if got[name] != SLICE_SHA256[name]]
+    if bad:
+        raise DatasetNotFoundError(f"{what} is corrupt: {'; '.join(bad)}. {_SLICE_HOW}")
+
+
+def build_cifar10_slice(batches) -> dict[str, np.ndarray]:
+    """The slice's arrays from an official ``cifar-10-batches-py`` folder ``batches``: rows
+    0..K-1 of each batch (``SLICE_PREFIX``), pixels HWC uint8 as torchvision's ``CIFAR10.data``.
+
+    The arrays are checked against ``SLICE_SHA256`` before they are returned, so only the
+    official bytes become a slice (a torchvision download is also checked by its MD5s).
+    """
+    import pickle
+
+    batches, parts = Path(batches), {}
+    for name, k in SLICE_PREFIX.items():
+        try:
+            with open(batches / name, "rb") as f:  # Python 2 pickles, read as torchvision does
+                entry = pickle.load(f, encoding="latin1")
+            data, labels = np.asarray(entry["data"]), entry["labels"]
+        except (OSError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as err:
+            raise DatasetNotFoundError(f"{batches / name} is not an official CIFAR-10 batch "
+                                       f"({type(err).__name__}: {err}). {_SLICE_HOW}") from err
+        if data.dtype != np.uint8 or data.shape != (CIFAR10_BATCH_ROWS, 3072) or \
+                len(labels) != CIFAR10_BATCH_ROWS:
+            raise DatasetNotFoundError(
+                f"{batches / name} is not an official CIFAR-10 batch: data {data.dtype} "
+                f"{list(data.shape)} with {len(labels)} labels, expected uint8 "
+                f"[{CIFAR10_BATCH_ROWS}, 3072] with {CIFAR10_BATCH_ROWS} labels. {_SLICE_HOW}")
+        parts[name] = (data[:k].reshape(k, 3, 32, 32).transpose(0, 2, 3, 1),
+                       np.asarray(labels[:k], dtype=np.int64))
+    with open(batches / "batches.meta", "rb") as f:
+        classes = np.array(pickle.load(f, encoding="latin1")["label_names"], dtype="<U10")
+    train = [name for name in SLICE_PREFIX if name != "test_batch"]
+    arrays = {
+        "train_x": np.concatenate([parts[n][0] for n in train]),
+        "train_y": np.concatenate([parts[n][1] for n in train]),
+        "test_x": np.ascontiguousarray(parts["test_batch"][0]),
+        "test_y": parts["test_batch"][1],
+        "train_source_index": np.concatenate([
+            (int(n.rsplit("_", 1)[1]) - 1) * CIFAR10_BATCH_ROWS
+            + np.arange(SLICE_PREFIX[n], dtype=np.int64) for n in train]),
+        "test_source_index": np.arange(SLICE_PREFIX["test_batch"], dtype=np.int64),
+        "classes": classes,
+    }
+    _check_slice(arrays, f"the slice built from {batches}")
+    return arrays
+
+
+def write_cifar10_slice(arrays: dict, path) -> Path:
+    """Write the slice atomically (a temporary file in the same folder, then ``os.replace``), its
+    arrays in ``SLICE_SHA256``'s order: with numpy 2.4 the bytes are the shipped file's."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **{name: arrays[name] for name in SLICE_SHA256})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def download_cifar10_slice(root=None) -> Path:
+    """The path of a checked CIFAR-10 slice, built when none is found (``python -m dpm_lab
+    download cifar10-slice``, and ``make train`` before it trains).
+
+    A slice found in the data roots is checked and returned. Otherwise the slice is built from a
+    complete official ``cifar-10-batches-py`` found there, or from one that torchvision
+    downloads (checking its MD5s) into the first data root, and written there. A download that
+    fails (no network) raises :class:`DatasetNotFoundError` saying what is missing, where it was
+    looked for, why the download failed and how to get the data by hand.
+    """
+    from torchvision import datasets
+
+    found = _find(SLICE_FILE, root)
+    if found is not None:
+        try:
+            read_cifar10_slice(found)
+            return found
+        except DatasetNotFoundError as err:
+            print(f"dpm_lab: {err} Building it again.", file=sys.stderr)
+    target = data_roots(root)[0]
+    batches = _official_cifar_dir(datasets.CIFAR10, "cifar-10-batches-py", root)
+    if batches is None:
+        try:
+            datasets.CIFAR10(str(target), train=False, download=True)
+        except (OSError, RuntimeError) as err:  # no network (URLError), or a bad download
+            looked = ", ".join(str(r / SLICE_FILE) for r in data_roots(root))
+            raise DatasetNotFoundError(
+                f"The CIFAR-10 slice ({SLICE_FILE}) is missing (looked in: {looked}) and could "
+                f"not be built: downloading the official CIFAR-10 python batches from "
+                f"{datasets.CIFAR10.url} into {target} failed ({type(err).__name__}: {err}). "
+                f"With network access, run `python -m dpm_lab download cifar10-slice`; without "
+                f"it, copy {SLICE_FILE} (it ships in ../shared/data) or a complete "
+                f"cifar-10-batches-py/ into one of those folders, or pass --data-root DIR "
+                f"(Python: root=DIR) or set DPM_LAB_DATA=DIR.") from err
+        batches = target / "cifar-10-batches-py"
+    return write_cifar10_slice(build_cifar10_slice(batches), target / SLICE_FILE)
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached when their own folder is read-only:
+    ``$DPM_LAB_HOME/.cache`` when that is set, else ``~/.cache/dpm_lab``."""
+    home = os.environ.get("DPM_LAB_HOME")
+    return Path(home) / ".cache" if home else Path.home() / ".cache" / "dpm_lab"
+
+
+def _writable(folder: Path) -> bool:
+    """We may write in ``folder`` and its mode lets someone write: root may write anywhere, but
+    a folder marked read-only (the shared data) is left as it is."""
+    return (folder.is_dir() and os.access(folder, os.W_OK)
+            and bool(folder.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)))
+
+
+def _sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The concatenated JPEG files ``jpeg[offsets[i]:offsets[i + 1]]`` as uint8 ``[N, H, W, 3]``,
+    decoded in one batched ``decode_jpeg`` call (about 2 s for all 60000 on one core)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    buf = torch.from_numpy(jpeg)
+    ends = offsets.tolist()
+    images = decode_jpeg([buf[a:b] for a, b in zip(ends[:-1], ends[1:])], mode=ImageReadMode.RGB)
+    return torch.stack(images).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _read_jpeg_cache(source_sha256: str, caches: list[Path], expected: dict) -> dict | None:
+    """The decoded arrays from the first cache that was made from this very file and still hashes
+    to the reference pixels (re-hashing 184 MB takes about 0.1 s); ``None`` when there is none.
+    A stale or damaged cache is reported and passed over, to be written again."""
+    for path in caches:
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path) as c:
+                made_from = str(c["source_sha256"])
+                pixels = {s: c[f"{s}_x"] for s in ("train", "test")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            print(f"dpm_lab: ignoring unreadable cache {path} ({err}); decoding again",
+                  file=sys.stderr)
+            continue
+        bad = [s for s, x in pixels.items() if _sha256(x) != expected[s]]
+        if made_from != source_sha256 or bad:
+            why = f"{', '.join(bad)} pixels differ" if bad else "made from another file"
+            print(f"dpm_lab: ignoring cache {path} ({why}); decoding again", file=sys.stderr)
+            continue
+        return pixels
+    return None
+
+
+def _write_jpeg_cache(path: Path, source_sha256: str, pixels: dict) -> None:
+    """Write the cache atomically: a temporary file in the same folder, then ``os.replace``, so a
+    reader never sees half a file. A cache that cannot be written only costs the next load a
+    decode, which is said on stderr."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, source_sha256=np.array(source_sha256),
+                     **{f"{s}_x": x for s, x in pixels.items()})
+        os.replace(tmp, path)
+    except OSError as err:
+        print(f"dpm_lab: could not write the decoded cache {path} ({err}); the next load decodes "
+              "again", file=sys.stderr)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_cifar10_jpeg(root=None,
+                      expected: dict | None = None) -> tuple[TensorDataset, TensorDataset]:
+    """All of CIFAR-10 as JPEG quality 75 (``cifar10_jpeg.npz``, ``data/README.md``): not the
+    official pixels, label its numbers with ``dataset_label("cifar10-jpeg")``.
+
+    The file's sha256 is checked (it covers the labels); the JPEGs are decoded once and the
+    decoded arrays checked against the reference sha256s, so a decoder that gives other pixels is
+    refused rather than trained on. The decoded arrays are cached (``JPEG_CACHE``) beside the
+    file where its folder is writable, else under :func:`cache_dir`; a later load reads and
+    re-verifies the cache instead of decoding. ``expected`` replaces ``JPEG_SHA256`` (keys
+    ``file``, ``train``, ``test``) for tests.
+
+    The file is sorted by class; the splits returned interleave the classes (every class's first
+    image, then every class's second, ...), so that a prefix (``subset(n)``, a profile's
+    ``n_train``) holds the classes in equal shares.
+    """
+    expected = expected or JPEG_SHA256
+    path = _find(JPEG_FILE, root)
+    if path is None:
+        raise _missing("CIFAR-10 (JPEG q75)", JPEG_FILE, root,
+                       "It ships beside the project in ../shared/data; copy it into data/. (The "
+                       "official pixels are dataset cifar10: "
+                       "`python -m dpm_lab download cifar10`.)")
+    digest = _sha256(path.read_bytes())
+    if digest != expected["file"]:
+        raise DatasetNotFoundError(
+            f"{path} is corrupt: sha256 {digest} != expected {expected['file']}. "
+            f"Replace it with the original file from ../shared/data.")
+    caches = [path.parent / JPEG_CACHE, cache_dir() / JPEG_CACHE]
+    d = np.load(path)
+    pixels = _read_jpeg_cache(digest, caches, expected)
+    if pixels is None:
+        pixels = {s: _decode_jpegs(d[f"{s}_jpeg"], d[f"{s}_offsets"]) for s in ("train", "test")}
+        for s, x in pixels.items():
+            got = _sha256(x)
+            if got != expected[s]:
+                import torchvision
+                raise DatasetNotFoundError(
+                    f"{path}: the decoded {s} images have sha256 {got}, expected {expected[s]} "
+                    f"(the reference pixels of ../shared/data/README.md). This torchvision "
+                    f"({torchvision.__version__}) decodes them differently, or the file is not "
+                    f"the original; replace it with the file from ../shared/data.")
+        _write_jpeg_cache(caches[0] if _writable(path.parent) else caches[1], digest, pixels)
+    classes = [str(c) for c in d["classes"]]
+
+    def split(s):
+        y = d[f"{s}_y"]
+        order = np.lexsort((y, d[f"{s}_class_rank"]))  # by rank within the class, then class
+        images = torch.from_numpy(np.ascontiguousarray(pixels[s][order].transpose(0, 3, 1, 2)))
+        return TensorDataset(images, torch.from_numpy(y[order].astype(np.int64)), classes,
+                             CIFAR10_MEAN, CIFAR10_STD)
+
+    return split("train"), split("test")
+
+
+def _official_cifar_dir(cls, folder: str, root) -> Path | None:
+    """The first ``folder`` under the data roots holding every file of torchvision's ``cls``
+    (their checksums are torchvision's to check): an incomplete folder is passed over."""
+    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    for r in data_roots(root):
+        if all((r / folder / f).is_file() for f in files):
+            return r / folder
+    return None
+
+
 def load_torchvision_cifar(name: str, root=None, download: bool = False):
     """CIFAR-10/100 through torchvision, converted once to uint8 tensors."""
     from torchvision import datasets
@@ -176,10 +498,10 @@ def load_torchvision_cifar(name: str, root=None, download: bool = False):
         "cifar10": (datasets.CIFAR10, "cifar-10-batches-py", CIFAR10_MEAN, CIFAR10_STD),
         "cifar100": (datasets.CIFAR100, "cifar-100-python", CIFAR100_MEAN, CIFAR100_STD),
     }[name]
-    found = _find(folder, root)
+    found = _official_cifar_dir(cls, folder, root)
     base = found.parent if found is not None else data_roots(root)[0]
     if found is None and not download:
-        raise _missing(name, folder, root,
+        raise _missing(f"A complete {name}", folder, root,
                        f"Download it with `python -m dpm_lab download {name}` "
                        f"(Python: load_dataset({name!r}, download=True)).")
     try:

@@ -10,6 +10,10 @@ points of every iteration::
 weights the optimiser just produced, with the gradients still in place (Smooth Pruning rescales
 there and Self-Rectifying reads the gradients there).
 
+A hook may replace the model's parameters (iterative pruning removes channels physically between
+steps): it then hands the engine an optimiser for the new ones with
+:meth:`TrainState.replace_optimizer`, and the learning-rate schedule goes on from the same step.
+
 The learning-rate schedule is stepped per iteration, and each epoch's batches come from a
 generator seeded by ``(seed, epoch)``. A checkpoint written after every epoch holds the model,
 optimiser, scheduler, RNG and hook states, so a run interrupted at any epoch boundary resumes to
@@ -24,6 +28,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -40,10 +45,14 @@ class Hook:
     ``state.step`` counts optimiser steps already completed before the current one: inside
     ``before_step`` and ``after_step`` it is the 0-based index of the step being taken (the
     engine increments it after ``after_step``). ``state_dict``/``load_state_dict`` let a hook
-    survive an interrupted run.
+    survive an interrupted run. ``on_resume`` runs when a run resumes, after every hook's
+    ``load_state_dict`` and before the checkpoint's weights, optimiser and schedule load: a hook
+    that changed the model's structure rebuilds it there (and the optimiser, with
+    ``state.replace_optimizer(state.build_optimizer())``), so that they fit the saved tensors.
     """
 
     def on_fit_start(self, state: "TrainState") -> None: ...
+    def on_resume(self, state: "TrainState") -> None: ...
     def before_step(self, state: "TrainState") -> None: ...
     def after_step(self, state: "TrainState") -> None: ...
     def on_epoch_end(self, state: "TrainState") -> None: ...
@@ -53,7 +62,8 @@ class Hook:
 
 @dataclass
 class TrainState:
-    """What hooks can see: the live objects and the counters (``step`` counts optimiser steps)."""
+    """What hooks can see: the live objects and the counters (``step`` counts optimiser steps).
+    ``optimizer_factory(model, config)`` built ``optimizer`` (default :func:`make_optimizer`)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -63,10 +73,32 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     history: list = field(default_factory=list)
+    optimizer_factory: Callable | None = field(default=None, repr=False)
 
     @property
     def total_steps(self) -> int:
         return self.config.epochs * self.steps_per_epoch
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimiser, as the run built its first, for the model's current parameters."""
+        return (self.optimizer_factory or make_optimizer)(self.model, self.config)
+
+    def replace_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Train on with ``optimizer``, built for parameters a hook replaced (Torch-Pruning
+        replaces the ``Parameter`` objects of every layer it cuts, so the old optimiser would
+        update tensors the model no longer holds). Its parameter groups take the old ones'
+        hyperparameters, the learning rate the schedule set included, and a new schedule of the
+        same factors continues from the same step. What the optimiser's per-parameter state
+        holds (momentum) is the caller's choice: fresh, or carried over before calling this."""
+        old = self.optimizer
+        if len(optimizer.param_groups) != len(old.param_groups):
+            raise ValueError(f"the new optimiser has {len(optimizer.param_groups)} parameter "
+                             f"groups, the old one {len(old.param_groups)}: they must match")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.scheduler.lr_lambdas)
+        scheduler.load_state_dict(self.scheduler.state_dict())
+        for new, group in zip(optimizer.param_groups, old.param_groups):
+            new.update({k: v for k, v in group.items() if k != "params"})
+        self.optimizer, self.scheduler = optimizer, scheduler
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -169,10 +201,11 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batch (dataset smaller than one batch?)")
-    optimizer = (optimizer_factory or make_optimizer)(model, cfg)
+    factory = optimizer_factory or make_optimizer
+    optimizer = factory(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg, steps_per_epoch))
-    state = TrainState(model, optimizer, scheduler, cfg, steps_per_epoch)
-    net = distributed.wrap(model)  # the forward pass; hooks and checkpoints use ``model``
+    state = TrainState(model, optimizer, scheduler, cfg, steps_per_epoch,
+                       optimizer_factory=factory)
     main = distributed.is_main()
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -181,6 +214,9 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     else:
         for h in hooks:
             h.on_fit_start(state)
+    # the forward pass (DDP under torchrun); hooks and checkpoints use ``model``. Wrapped again
+    # whenever a hook replaced the optimiser, i.e. the parameters
+    net, wrapped_for = distributed.wrap(model), state.optimizer
 
     model.train()
     for epoch in range(state.epoch, cfg.epochs):
@@ -197,17 +233,19 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
                    leave=False)
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
+            state.optimizer.zero_grad(set_to_none=True)
             with _autocast(device):
                 out = net(_layout(x, device))
                 loss = criterion(out, y)
             loss.backward()
             for h in hooks:
                 h.before_step(state)
-            optimizer.step()
-            scheduler.step()
+            state.optimizer.step()
+            state.scheduler.step()
             for h in hooks:
                 h.after_step(state)
+            if state.optimizer is not wrapped_for:
+                net, wrapped_for = distributed.wrap(model), state.optimizer
             state.step += 1
             loss_sum += loss.detach() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
@@ -218,7 +256,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
                               torch.tensor(float(seen), device=device, dtype=torch.float64)])
         loss_sum, correct, seen = distributed.all_sum(totals).tolist()  # over ranks
         state.history.append({
-            "epoch": epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"],
+            "epoch": epoch + 1, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
             "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
             "test_acc": test_acc, "epoch_time_s": train_time,
             "images_per_s": seen / train_time,
@@ -248,13 +286,6 @@ def _save_train_state(path, state: TrainState, hooks) -> None:
 
 def _load_train_state(path, state: TrainState, hooks) -> None:
     ck = load_checkpoint(path)
-    state.model.load_state_dict(ck["model"])
-    state.optimizer.load_state_dict(ck["optimizer"])
-    state.scheduler.load_state_dict(ck["scheduler"])
-    state.epoch, state.step, state.history = ck["epoch"], ck["step"], ck["history"]
-    torch.set_rng_state(ck["rng_cpu"])
-    if ck["rng_cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ck["rng_cuda"])
     # hooks added after the checkpoint was written may start fresh if they say their state is
     # optional (a recording hook such as pruning.NormSample); any other mismatch is refused
     extra = hooks[len(ck["hooks"]):]
@@ -262,5 +293,16 @@ def _load_train_state(path, state: TrainState, hooks) -> None:
                                                 for h in extra):
         raise ValueError(f"checkpoint {path} was written with {len(ck['hooks'])} hooks, "
                          f"this run has {len(hooks)}")
+    # hooks first: one that changed the model's structure rebuilds it (on_resume) before the
+    # weights load; the RNG last, since rebuilding may draw from it (tracing inputs)
     for h, s in zip(hooks, ck["hooks"]):
         h.load_state_dict(s)
+    state.epoch, state.step, state.history = ck["epoch"], ck["step"], ck["history"]
+    for h in hooks:
+        h.on_resume(state)
+    state.model.load_state_dict(ck["model"])
+    state.optimizer.load_state_dict(ck["optimizer"])
+    state.scheduler.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng_cpu"])
+    if ck["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ck["rng_cuda"])

@@ -31,10 +31,11 @@ from .data import (TensorLoader, imagefolder_loaders, imagenet_root, load_datase
 from .checkpoint import load_checkpoint, save_checkpoint
 from .claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
 from .engine import default_device, fit
+from .errors import DpmLabError
 from .methods import Context, method_class, selection_rounds
 from .metrics import conv_widths, macs_params
 from .models import get_model, input_size, pretrained_model
-from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir
+from .paths import results_dir as default_results_dir, runs_dir as default_runs_dir, to_home
 from .pruning import save_pruned
 from .results import make_record, read_finished, write_record
 from .runspec import RunSpec, config_hash, dense_config, resolve
@@ -111,7 +112,7 @@ def _train_dense(model, profile, seed, config, data, run, record_path, device, p
     record = make_record("dense", config=config, profile=profile.name, seed=seed,
                          dataset=profile.dataset, model=profile.model, history=history, macs=macs,
                          params=params, wall_time_s=time.time() - t0, device=str(device),
-                         checkpoint=str(run / "model.pt"))
+                         checkpoint=to_home(run / "model.pt"))
     write_record(record, record_path)
     return model, record
 
@@ -169,7 +170,7 @@ def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_roo
         dense_run_id=dense.get("run_id"), macs_ratio=macs / dense_macs,
         params_ratio=params / dense_params, dense_widths=dense_widths, widths=conv_widths(model),
         device=str(device),
-        checkpoint=str(run_dir / "model.pt"), **extra)
+        checkpoint=to_home(run_dir / "model.pt"), **extra)
     write_record(record, record_path)
     return record
 
@@ -233,8 +234,8 @@ def sweep(specs, *, progress=None, workers: int = 1, **kwargs) -> list[dict]:
             bar.update(sum(p.exists() for p in paths) - bar.n)
         failed = [p.exitcode for p in procs if p.exitcode]
         if failed:
-            raise RuntimeError(f"{len(failed)} of {workers} sweep workers failed (exit codes "
-                               f"{failed}); run the sweep again to finish the grid")
+            raise DpmLabError(f"{len(failed)} of {workers} sweep workers failed (exit codes "
+                              f"{failed}); run the sweep again to finish the grid")
     return [run(s, progress=False, **kwargs) for s in specs]  # every one finished: read back
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from .data import dataset_label
 from .paths import figures_dir
 from .runspec import describe
 
@@ -43,7 +44,8 @@ def training_curve(record: dict, out=None, show: bool = False) -> Path:
         b.plot(h["epoch"], h["val_acc"], marker=".", color="C2", label="validation")
         b.legend(fontsize=8)
     rev = record["git"] + ("-dirty" if record.get("git_dirty") else "")
-    title = (f"{record['kind']} {record['model']} / {record['dataset']} ({record['profile']}, seed "
+    title = (f"{record['kind']} {record['model']} / {dataset_label(record['dataset'])} "
+             f"({record['profile']}, seed "
              f"{record['seed']}, run {record['run_id']}, rev {rev}): final {record['final_top1']:.2f}%")
     fig.suptitle(title, fontsize=9)
     method = f"_{record['method']}" if record.get("method") else ""
@@ -93,6 +95,11 @@ def describe_columns() -> list[str]:
                           "train": {"epochs": 0}}))
 
 
+# Methods drawn apart from the circles and solid lines of the others, whatever colour their series
+# gets: iterative pruning, the baseline that removes in rounds, as diamonds on a dashed line.
+METHOD_STYLES = {"iterative": {"marker": "D", "ls": "--"}}
+
+
 def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False) -> Path:
     """Final top-1 (mean ± std over seeds) against the kept fraction of MACs (± std). One line per
     series of configurations that differ only in their target, labelled by the knobs that differ
@@ -104,9 +111,10 @@ def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: boo
         key = key if isinstance(key, tuple) else (key,)
         label = ", ".join(f"{v}" if k == "method" else f"{k}={v}" for k, v in zip(knobs, key))
         d = d.sort_values("macs_ratio")
+        style = {"marker": "o", **METHOD_STYLES.get(dict(zip(knobs, key)).get("method"), {})}
         ax.errorbar(d["macs_ratio"], d["final_mean"], yerr=d["final_std"].fillna(0),
-                    xerr=d["macs_std"].fillna(0), marker="o", capsize=3, label=label,
-                    color=sns.color_palette()[i % 10])
+                    xerr=d["macs_std"].fillna(0), capsize=3, label=label,
+                    color=sns.color_palette()[i % 10], **style)
     dense = records.drop_duplicates("dense_run_id")["dense_top1"].dropna() \
         if "dense_run_id" in records else pd.Series(dtype=float)
     if len(dense):
@@ -115,6 +123,7 @@ def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: boo
     ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%)", xscale="log",
            title=title)
     ax.legend(fontsize=8)
+    provenance_footnote(fig, records)
     path = _save(fig, "accuracy_vs_macs.png" if out is None else Path(out).name, out)
     if not show:
         plt.close(fig)
@@ -130,10 +139,12 @@ def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> p
     released structure may be selected and released again), where the released and the finally
     pruned structures stood in the
     dense model's L2 ranking (mean percentile, 100 = largest norm), and ``metric`` paired with SP
-    under the same criterion, seeds and dense model: DPM − SP with its 95 % interval over seeds.
+    under the same criterion, seeds and dense model: DPM − SP with its 95 % interval over seeds,
+    its p-value and, the table's rows being one family, Holm's adjustment (``stats.adjust``: ``m``,
+    ``p_holm``, the adjusted interval, ``claim``).
     This is the ablation and mis-selection table: does SR release what the criterion got wrong,
     and does releasing it pay?"""
-    from .stats import paired_differences
+    from .stats import adjust, paired_differences
 
     dpm, sp = records[records["method"] == "dpm"], records[records["method"] == "sp"]
     rows = []
@@ -149,10 +160,14 @@ def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> p
         pair = paired_differences(pd.concat([g, sp]), "dpm", "sp", metric)
         if not pair.empty:
             p = pair.iloc[0]
-            row.update(sp=p["sp"], diff=p["diff"], ci95_low=p["ci95_low"],
-                       ci95_high=p["ci95_high"])
+            row.update(sp=p["sp"], paired_seeds=p["seeds"], diff=p["diff"],
+                       diff_std=p["diff_std"], ci95_low=p["ci95_low"], ci95_high=p["ci95_high"],
+                       p=p["p"])
         rows.append({**row, "revisions": ", ".join(revisions(g)), "config_id": cid})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "p" not in table:  # no DPM setting has SP runs to pair with
+        return table
+    return adjust(table.assign(seeds=table["paired_seeds"])).assign(seeds=table["seeds"])
 
 
 def sr_signal_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -190,13 +205,42 @@ def early_training(records: pd.DataFrame, epoch: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["method", "target", "on_release"])
 
 
+def provenance_notes(records: pd.DataFrame) -> list[str]:
+    """Lines saying that ``records`` come from more than one combination of code revision, CPU
+    model, torch thread count and training-path version (``results.provenance``), one line per
+    combination; none when they share one. The same configuration need not compute the same
+    numbers across them (dense run a30c3bafa5b6: 77.48 % with 2 threads, 76.40 % with 1)."""
+    from .results import provenance
+
+    combos = provenance(records)
+    if len(combos) < 2:
+        return []
+    return ([f"pools or pairs runs from {len(combos)} combinations of code revision, CPU model, "
+             "torch threads and training path:"]
+            + [f"  {c.git}, CPU {c.cpu}, {c.threads} threads, training path {c.training_path}: "
+               f"{c.runs} runs" for c in combos.itertuples()])
+
+
+def provenance_footnote(fig, records: pd.DataFrame) -> None:
+    """``provenance_notes`` as a footnote under everything drawn on ``fig`` so far (legends
+    below the axes included; ``bbox_inches="tight"`` keeps it). Call it last, before saving."""
+    notes = provenance_notes(records)
+    if notes:
+        bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+        fig.text(0.01, bottom - 0.02, "\n".join(n.strip() for n in notes), ha="left",
+                 va="top", fontsize=6, color="dimgrey")
+
+
 def _revision_notes(records: pd.DataFrame) -> list[str]:
-    notes, revs = [], revisions(records)
-    if len(revs) > 1:
-        notes.append(f"records from {len(revs)} revisions shown together: {', '.join(revs)}")
+    notes, revs = provenance_notes(records), revisions(records)
     if any(r.endswith("-dirty") for r in revs):
         notes.append("some records were made with uncommitted changes (-dirty)")
     return notes
+
+
+def _data_labels(records: pd.DataFrame) -> str:
+    """The datasets of ``records`` as tables and figures name them (``data.dataset_label``)."""
+    return ", ".join(dataset_label(d) for d in records["dataset"].unique())
 
 
 class Comparison(NamedTuple):
@@ -214,10 +258,12 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
     ``$DPM_LAB_HOME/results``): one per host folder (``core``, ``depgraph``, ``otov2``,
     ``gatedecorator``).
     Returns one ``Comparison`` per folder: the notes say when the records come from more than
-    one revision or from uncommitted code; the paired differences (``stats.paired_differences``)
-    compare each method with the baselines run for run over seeds; ``self_rectifying`` is
-    ``self_rectifying_table`` on validation top-1 where every run held a split out (else test)."""
-    from .stats import paired_differences
+    one combination of revision, CPU model, threads and training path (``provenance_notes``) or
+    from uncommitted code; the paired differences (``stats.compare``) compare
+    each method with the baselines run for run over seeds, Holm-adjusted over the folder's table
+    (its family size in column ``m``); ``self_rectifying`` is ``self_rectifying_table`` on
+    validation top-1 where every run held a split out (else test)."""
+    from .stats import PAIR_KEYS, compare
     from .paths import results_dir as default_results
     from .results import load_records
     from .runspec import HOSTS
@@ -230,27 +276,37 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
         table = summarize(dense)
         cols = varying(table, keep=("model",)) + ["seeds", "final_mean", "final_std", "best_mean",
                                                   "val_mean", "revisions"]
-        found.append(Comparison("dense", table[cols], None, _revision_notes(dense),
+        found.append(Comparison("dense", table[cols], None,
+                                _revision_notes(dense) + [f"data: {_data_labels(dense)}"],
                                 pd.DataFrame(), pd.DataFrame()))
     for host in HOSTS:
         records = load_records(base / host)
         if records.empty:
             continue
         title = {"core": "core methods", "depgraph": "DepGraph host", "otov2": "OTOv2 host",
-                 "gatedecorator": "Gate Decorator host"}[host] + f", {profile} profile"
+                 "gatedecorator": "Gate Decorator host"}[host] + \
+            f", {profile} profile, {_data_labels(records)}"
         path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{host}_{profile}.png",
                                 title=title)
         table = summarize(records)
-        notes = _revision_notes(records)
+        notes = _revision_notes(records) + [f"data: {_data_labels(records)}"]
         common = {c: table[c].iloc[0] for c in describe_columns()
                   if c in table and c not in varying(table) and not pd.isna(table[c].iloc[0])}
         notes.append("common to all rows: " + ", ".join(f"{k}={v}" for k, v in common.items()))
         cols = varying(table) + ["seeds", "final_mean", "final_std", "best_mean", "val_mean",
                                  "macs_ratio", "params_ratio", "released", "revisions"]
         baseline = "single-step" if host == "core" else "host"
-        pairs = pd.concat([paired_differences(records, a, b)
-                           for a, b in (("dpm", baseline), ("dpm", "sp"), ("sp", baseline))],
-                          ignore_index=True)
+        methods = {"dpm", "sp", baseline}
+        # core: iterative pruning against single-step, and SP and DPM against it (issue 28)
+        against = ((("iterative", baseline), ("sp", "iterative"), ("dpm", "iterative"))
+                   if host == "core" else ())
+        # the knobs that tell apart compared configurations of one method at one target (OTOv2's
+        # variants, iterative's schedules)
+        compared = table[table["method"].isin(methods | {m for pair in against for m in pair})]
+        knobs = tuple(k for k in varying(table) if k not in PAIR_KEYS and k != "method" and
+                      compared.groupby(["method", "target"])[k].nunique(dropna=False).gt(1).any())
+        pairs = compare(records, (("dpm", baseline), ("dpm", "sp"), ("sp", baseline)) + against,
+                        knobs=knobs)
         found.append(Comparison(host, table[cols], path, notes, pairs,
                                 self_rectifying_table(records, final_metric(records))))
     return found
@@ -445,7 +501,8 @@ def accuracy_through_pruning(records, start: dict | None = None, out=None, show:
 
     ``start``: optional ``{method: accuracy at epoch 0}``, e.g. the single-step model right after
     removal, before any fine-tuning. Where a record carries its decay schedule (``sp``, ``dpm``),
-    the epochs during which structures were decaying are shaded.
+    the epochs during which structures were decaying are shaded; where it carries removal rounds
+    (``iterative``), each round is a dotted line in the run's colour.
     """
     records = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
     if not records:
@@ -466,11 +523,16 @@ def accuracy_through_pruning(records, start: dict | None = None, out=None, show:
             first = decay["rounds"][0]["step"] / spe
             last = (decay["rounds"][-1]["step"] + decay["decay_steps"]) / spe
             ax.axvspan(first, last, color=color, alpha=0.08)
+        for removal in r.get("prune_rounds") or []:
+            spe = h["step"].iloc[0] / h["epoch"].iloc[0]
+            ax.axvline(removal["step"] / spe, color=color, ls=":", lw=1)
     dense = records[0].get("dense_top1")
     if dense is not None:
         ax.axhline(dense, color="k", ls=":", lw=1, label=f"dense {dense:.1f}%")
     ax.set(xlabel="fine-tuning epoch", ylabel="test top-1 (%)",
-           title="accuracy through pruning (shaded: structures decaying)")
+           title="accuracy through pruning (shaded: structures decaying"
+                 + ("; dotted: removal rounds)" if any(r.get("prune_rounds") for r in records)
+                    else ")"))
     ax.legend(fontsize=8)
     return _finish(fig, out, show)
 

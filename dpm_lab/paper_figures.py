@@ -31,25 +31,32 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .figures import final_metric, layer_widths, mean_widths, summarize, varying
+from .data import dataset_label
+from .figures import (final_metric, layer_widths, mean_widths, provenance_footnote, summarize,
+                      varying)
 from .paper import load_paper_results
 from .results import load_records
 from .runspec import HOSTS, SR_DEFAULTS, RunSpec, describe, resolve
-from .stats import interval, paired_differences
+from .stats import adjust, interval, paired_differences
 
 HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),
                   "gatedecorator": ("Gate Decorator", "vgg16")}
 STYLE = dict(style="whitegrid", context="paper")
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def _save(fig, out: Path, name: str, data: pd.DataFrame) -> list[Path]:
+    """The figure as PNG and PDF, and ``data``, the numbers it draws, as ``name.csv`` beside
+    them (floats to 10 significant digits). Images differ with fonts and matplotlib versions;
+    the CSV does not, so it is what shows that a redraw from the records is the committed one
+    (``tests/test_paper_figures.py``)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
     for p in paths:
         fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"CreationDate": None}
                     if p.suffix == ".pdf" else None)
     plt.close(fig)
-    return paths
+    data.to_csv(out / f"{name}.csv", index=False, float_format="%.10g", lineterminator="\n")
+    return [*paths, out / f"{name}.csv"]
 
 
 @contextlib.contextmanager
@@ -126,7 +133,7 @@ def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out:
         ax.errorbar(g["macs"], g["top1"], yerr=[g["top1"] - g["low"], g["high"] - g["top1"]],
                     marker="o", capsize=3, color=sns.color_palette()[i],
                     label=f"{label}, {seeds} seeds")
-    model, data = records["model"].iloc[0], records["dataset"].iloc[0]
+    model, data = records["model"].iloc[0], dataset_label(records["dataset"].iloc[0])
     ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%), mean and 95 % CI",
            title=f"ours: {host}, {model} on {data} ({profile})")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2))
@@ -139,7 +146,12 @@ def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out:
                 title=f"paper ({framework} table): {paper_model} on full CIFAR-10")
         ax2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    return _save(fig, out, f"accuracy_vs_macs_{host}_{profile}")
+    provenance_footnote(fig, records)
+    drawn = [points.assign(panel="ours")]
+    if paper:
+        drawn.append(pts.rename(columns={"method": "label"}).assign(panel="paper"))
+    return _save(fig, out, f"accuracy_vs_macs_{host}_{profile}",
+                 pd.concat(drawn, ignore_index=True))
 
 
 def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
@@ -171,7 +183,7 @@ def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
         ax.set_visible(False)
     fig.suptitle("Self-Rectifying releases", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, f"releases_{host}_{profile}")
+    return _save(fig, out, f"releases_{host}_{profile}", df)
 
 
 def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
@@ -211,7 +223,14 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
     fig.suptitle(f"Smooth Pruning norm trajectories of the first round, {host} ({profile})",
                  fontsize=9)
     fig.tight_layout()
-    return _save(fig, out, f"norm_trajectories_{host}_{profile}")
+    # the lines are the records' samples as they are: the CSV fingerprints each drawn line
+    lines = [{"method": r["method"], "seed": r["seed"], "structure": s, "role": role,
+              "N": r["norm_sample"]["decay_steps"], "points": len(rel), "first": rel[0],
+              "last": rel[-1], "min": min(rel), "max": max(rel), "mean": float(np.mean(rel))}
+             for _, r in kept.iterrows()
+             for s, role, rel in zip(*(r["norm_sample"][k] for k in ("structures", "role",
+                                                                     "relative")))]
+    return _save(fig, out, f"norm_trajectories_{host}_{profile}", pd.DataFrame(lines))
 
 
 def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
@@ -225,11 +244,14 @@ def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     kept["label"] = _config_labels(kept) + ", " + kept.groupby("config_id")["seed"].transform(
         "nunique").map(lambda n: f"{n} seed{'s' * (n > 1)}")
     fig, ax = plt.subplots(figsize=(9, 3.4))
-    layer_widths(mean_widths(kept, by="label"), ax=ax)
-    model, data = kept["model"].iloc[0], kept["dataset"].iloc[0]
+    widths = mean_widths(kept, by="label")
+    layer_widths(widths, ax=ax)
+    model, data = kept["model"].iloc[0], dataset_label(kept["dataset"].iloc[0])
     ax.set_title(f"per-layer widths, {host}: {model} on {data} ({profile}; dense and the mean "
                  f"over seeds of each method)")
-    return _save(fig, out, f"widths_{host}_{profile}")
+    return _save(fig, out, f"widths_{host}_{profile}",
+                 pd.DataFrame([{"label": label, "conv": i, "width": w}
+                               for label, ws in widths.items() for i, w in enumerate(ws)]))
 
 
 # the knobs ``configs/ablations`` varies, one at a time, with their axis labels
@@ -308,7 +330,10 @@ def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
     fig.suptitle(f"Self-Rectifying, one setting at a time from the defaults (DPM, L2 selection, "
                  f"{profile}, seeds {seeds}, validation split)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out, "sr_ablation")
+    provenance_footnote(fig, records)
+    drawn = [panel.loc[panel["method"].isin(["dpm", "sp"]), ["method", "seed", k, metric]]
+             .rename(columns={k: "value"}).assign(knob=k) for k, panel in panels.items()]
+    return _save(fig, out, "sr_ablation", pd.concat(drawn, ignore_index=True))
 
 
 def ablation_points(records: pd.DataFrame) -> pd.DataFrame:
@@ -334,9 +359,10 @@ def ablation_points(records: pd.DataFrame) -> pd.DataFrame:
 
 def ablation_differences(records: pd.DataFrame, a: str = "dpm", b: str = "sp") -> pd.DataFrame:
     """Per ablated knob and value: ``a`` − ``b`` paired over seeds (same dense model), with its
-    95 % interval (``stats.paired_differences``). Where ``b`` has the knob too (N, criterion,
-    target) the pair shares its value; where it does not (SP under an SR threshold), every value
-    of ``a`` is paired with ``b``'s one configuration."""
+    95 % interval and p-value (``stats.paired_differences``), Holm-adjusted over the whole table
+    (``stats.adjust``; the default setting, in every knob's panel, counts once in ``m``). Where
+    ``b`` has the knob too (N, criterion, target) the pair shares its value; where it does not
+    (SP under an SR threshold), every value of ``a`` is paired with ``b``'s one configuration."""
     metric = final_metric(records)
     rows = []
     for k, default, panel in _ablation_panels(records):
@@ -346,9 +372,11 @@ def ablation_differences(records: pd.DataFrame, a: str = "dpm", b: str = "sp") -
         d = d[d[f"{k}_b"].isna() | (d[f"{k}_a"] == d[f"{k}_b"])]
         rows += [{"knob": k, "value": r[f"{k}_a"], "default": default, "comparison": r["comparison"],
                   "seeds": r["seeds"], "metric": metric, a: r[a], b: r[b], "diff": r["diff"],
-                  "ci95_low": r["ci95_low"], "ci95_high": r["ci95_high"], "claim": r["claim"]}
+                  "diff_std": r["diff_std"], "ci95_low": r["ci95_low"],
+                  "ci95_high": r["ci95_high"], "p": r["p"], "config_id_a": r["config_id_a"],
+                  "config_id_b": r["config_id_b"]}
                  for _, r in d.iterrows()]
-    return pd.DataFrame(rows)
+    return adjust(pd.DataFrame(rows))
 
 
 def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) -> list[Path]:
@@ -388,7 +416,7 @@ def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) ->
                  f"t-interval over seeds)", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, f"ablation_{knob}_{profile}")
+    return _save(fig, out, f"ablation_{knob}_{profile}", one)
 
 
 def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Path], list[str]]:

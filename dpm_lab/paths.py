@@ -6,6 +6,9 @@ A user's runs write under ``$DPM_LAB_HOME`` (default: the working directory):
 - ``runs/``: checkpoints (per-epoch training state, final models);
 - ``figures/``: figures drawn from records.
 
+Records name their checkpoints relative to ``$DPM_LAB_HOME`` (:func:`to_home`), so a home folder
+copied elsewhere keeps its records' checkpoints (:func:`dpm_lab.results.checkpoint_path`).
+
 The project's committed reference records and figures live apart, under ``results/reference``
 and ``figures/reference`` of the repository, and no run writes there: the reference is read
 (:func:`reference_dir`) by notebooks and reports, never rewritten by a user's run.
@@ -36,6 +39,24 @@ def runs_dir() -> Path:
 
 def figures_dir() -> Path:
     return home() / "figures"
+
+
+def to_home(path: str | os.PathLike) -> str:
+    """How a record names a file: relative to ``home()`` (POSIX separators) when the file lies
+    below it, else absolute. A relative name stays valid when ``$DPM_LAB_HOME`` is copied to
+    another machine or folder; an absolute one names the machine that wrote it."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(home().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def from_home(name: str | os.PathLike) -> Path:
+    """The path a record's file name (:func:`to_home`) stands for: below ``home()`` when
+    relative, as it is when absolute."""
+    path = Path(name)
+    return path if path.is_absolute() else home() / path
 
 
 def _ancestors() -> list[Path]:

@@ -5,13 +5,21 @@ A record says everything needed to trust or redo a number: the complete resolved
 differ only in the seed share it, and only they are pooled into one mean), the profile name,
 seed, dataset, model, final and best top-1 (validation accuracy too when a split was held out),
 MACs and params, the per-epoch history, wall time, the git revision and whether the working
-tree had uncommitted changes (``git_dirty``), and the package versions. Notebooks and figures
-read these files; they never hold typed-in numbers.
+tree had uncommitted changes (``git_dirty``), the package versions, and what else changes the
+numbers a run computes: the CPU model (``cpu``), torch's intra-op thread count (``threads``) and
+torch's build (``torch_build``: version, CUDA, the CPU kernels it dispatches to). The same code
+and configuration trained with 2 threads and with 1 ended 1.1 points apart (dense run
+a30c3bafa5b6: float32 sums are reduced in another order, and 30 epochs amplify it), and float32
+random initialisation differs between CPU capabilities (DEFAULT against AVX2); records written
+before these fields existed lack them (:func:`provenance` says ``unknown``). The checkpoint is
+named relative to ``$DPM_LAB_HOME`` (:func:`checkpoint_path` reads it back). Notebooks and
+figures read these files; they never hold typed-in numbers.
 """
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -21,7 +29,9 @@ from importlib import metadata
 from pathlib import Path
 
 from . import __version__, distributed
-from .paths import results_dir
+from .claims import writing
+from .errors import DpmLabError
+from .paths import from_home, results_dir
 from .runspec import canonical, comparable_id, config_hash
 
 PACKAGES = ("torch", "torchvision", "torch-pruning", "numpy")
@@ -43,7 +53,34 @@ def git_state() -> tuple[str, bool | None]:
         return "unknown", None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``, which is often
+    empty on Linux), ``"unknown"`` when neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def torch_build() -> dict:
+    """What torch was built as and dispatches to: version and source commit, CUDA and cuDNN
+    versions (``None`` in a CPU build) and the CPU kernel set chosen at run time (``DEFAULT``,
+    ``AVX2``, ``AVX512``, ...; they round differently)."""
+    import torch
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"version": torch.__version__, "git": torch.version.git_version,
+            "cuda": torch.version.cuda, "cudnn": cudnn,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def environment() -> dict:
+    """Where and with what a record was made (see the module docstring for why each field)."""
+    import torch
+
     versions = {"dpm_lab": __version__}
     for p in PACKAGES:
         try:
@@ -52,17 +89,18 @@ def environment() -> dict:
             versions[p] = None
     rev, dirty = git_state()
     return {"git": rev, "git_dirty": dirty, "python": platform.python_version(),
-            "versions": versions, "machine": platform.machine()}
+            "versions": versions, "machine": platform.machine(), "cpu": cpu_model(),
+            "threads": torch.get_num_threads(), "torch_build": torch_build()}
 
 
 def benchmark_record(name: str, device, **figures) -> dict:
-    """A benchmark's result: the figures plus device, threads and the provenance of ``environment``."""
+    """A benchmark's result: the figures plus device, GPU and the provenance of ``environment``
+    (threads among it)."""
     import torch
 
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"benchmark": name, "device": str(device), "gpu": gpu,
-            "threads": torch.get_num_threads(), **environment(), **figures}
+    return {"benchmark": name, "device": str(device), "gpu": gpu, **environment(), **figures}
 
 
 def make_record(kind: str, *, config: dict, profile: str, seed: int, dataset: str, model: str,
@@ -88,9 +126,8 @@ def write_record(record: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     if distributed.is_main():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, path)
+        with writing(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=1, default=str))
     distributed.barrier()
     return path
 
@@ -106,8 +143,8 @@ def read_finished(path: str | os.PathLike, config: dict) -> dict | None:
         return None
     record = json.loads(path.read_text())
     if record.get("config") != canonical(config):
-        raise RuntimeError(f"{path} holds a different configuration than the run asked for; "
-                           "move it away and run again")
+        raise DpmLabError(f"{path} holds a different configuration than the run asked for; "
+                          "move it away and run again")
     return record
 
 
@@ -132,6 +169,56 @@ def load_records(directory: str | os.PathLike | None = None, pattern: str = "**/
         warnings.warn(f"skipped {len(skipped)} records without a run identity (old format), "
                       f"e.g. {skipped[0]}")
     return pd.DataFrame(rows)
+
+
+def checkpoint_path(record: dict) -> Path:
+    """The checkpoint a record names. Records name it relative to ``$DPM_LAB_HOME``
+    (``paths.to_home``); records written before that name the absolute path on the machine that
+    ran them, which is used where it exists, else looked for below this home's ``runs/`` (the
+    part after its last ``runs`` folder), so a copied runs folder is found. Returns the first
+    of these that exists, else the path the record names."""
+    name = Path(record["checkpoint"])
+    if not name.is_absolute():
+        return from_home(name)
+    if "runs" in name.parts[:-1]:
+        last = len(name.parts) - 1 - name.parts[::-1].index("runs")
+        moved = from_home(Path(*name.parts[last:]))
+        if not name.exists() and moved.exists():
+            return moved
+    return name
+
+
+PROVENANCE = ("git", "cpu", "threads", "training_path")
+
+
+def provenance(records):
+    """The distinct combinations of code revision (``git``, with ``-dirty`` for uncommitted
+    changes), CPU model, torch thread count and training-path version behind ``records`` (a
+    :func:`load_records` frame or a list of records), one row each with its number of
+    ``runs``. Each of them can change what the same configuration computes, so a table or figure
+    drawing on more than one row pools or pairs runs that need not agree even where their
+    configurations do. Records written before a field existed read ``"unknown"`` (CPU,
+    threads) and ``"unversioned"`` (training path)."""
+    import pandas as pd
+
+    rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
+    combos = []
+    for r in rows:
+        dirty = "-dirty" if _known(r.get("git_dirty")) and r["git_dirty"] else ""
+        threads = r.get("threads")
+        config = r.get("config") if isinstance(r.get("config"), dict) else {}
+        combos.append((f"{r.get('git', 'unknown')}{dirty}",
+                       r["cpu"] if _known(r.get("cpu")) else "unknown",
+                       str(int(threads)) if _known(threads) else "unknown",
+                       str(config.get("training_path", "unversioned"))))
+    table = pd.DataFrame(combos, columns=list(PROVENANCE))
+    return (table.groupby(list(PROVENANCE)).size().rename("runs").reset_index()
+            if len(table) else table.assign(runs=pd.Series(dtype=int)))
+
+
+def _known(value) -> bool:
+    """Whether a record field holds a value (a frame of records has NaN where one lacks it)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 git_state()

@@ -3,11 +3,12 @@ configuration the run will use, and the hash of that configuration.
 
 Why: a result is only reusable, comparable or reportable if everything that shaped it is known.
 :func:`resolve` turns a spec into a plain dict holding every value the pipeline reads: the
-package version, data split, model, the dense recipe the run starts from, the pruning-phase
-recipe, and every method and host option with its default filled in. Two runs are the same run
-exactly when these dicts are equal; records and checkpoints are named by their hash, so a run
-with any option changed (a threshold, the window, the epochs, the recipe, the package version)
-starts afresh instead of returning an old result.
+package version, the training-path version (``dpm_lab.TRAINING_PATH_VERSION``), data split,
+model, the dense recipe the run starts from, the pruning-phase recipe, and every method and host
+option with its default filled in. Two runs are the same run exactly when these dicts are equal;
+records and checkpoints are named by their hash, so a run with any option changed (a threshold,
+the window, the epochs, the recipe, the package or training-path version) starts afresh instead
+of returning an old result.
 
 Options that do not apply to a method or host are refused with a message saying why (for
 example ``criterion`` with the OTOv2 host, whose DHSPG optimiser ranks groups itself), never
@@ -20,20 +21,21 @@ import itertools
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from . import __version__, distributed
+from . import TRAINING_PATH_VERSION, __version__, distributed
 from .config import Profile, get_profile
 from .models import PRETRAINED
 
 HOSTS = ("core", "depgraph", "otov2", "gatedecorator")
-METHODS = {"core": ("single-step", "sp", "dpm", "tpp", "tpp+dpm"), "depgraph": ("host", "sp", "dpm"),
+METHODS = {"core": ("single-step", "sp", "dpm", "iterative", "tpp", "tpp+dpm"), "depgraph": ("host", "sp", "dpm"),
            "otov2": ("host", "sp", "dpm"), "gatedecorator": ("host", "sp", "dpm")}
 # Self-Rectifying defaults, chosen on the validation split (results/reference/self-rectifying,
 # notebook 03): the scale-free C_rate, and the thresholds at which SR acts selectively.
 SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
                "rate_reference": "gradient"}
 OTOV2_DPM_OPTIONS = ("lasso_while_decaying", "l_init_at", "released")
+# iterative pruning: Torch-Pruning's default scheduler (linear); k defaults to DPM's round count
 CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": 0.5,
-                 "calibration_batches": 4}
+                 "calibration_batches": 4, "prune_schedule": "linear"}
 TPP_METHODS = ("tpp", "tpp+dpm")
 # TPP x DPM: a released filter is not replaced (leave, TPP selects once), or the next smallest-L1
 # free filter of its layer takes its place at the next round (replace), keeping the layer ratio
@@ -46,8 +48,8 @@ DECAY_METHODS = ("sp", "dpm", "tpp+dpm")  # the methods with Smooth Pruning
 class RunSpec:
     """One run as asked for. ``host``: ``core`` (DPM's own selection), ``depgraph``, ``otov2`` or
     ``gatedecorator``.
-    ``method``: ``single-step``/``sp``/``dpm``/``tpp``/``tpp+dpm`` for core, ``host``/``sp``/``dpm``
-    for a host. ``layer_ratio``: TPP's layer-wise target (also single-step's, for TPP's L1
+    ``method``: ``single-step``/``sp``/``dpm``/``iterative``/``tpp``/``tpp+dpm`` for core,
+    ``host``/``sp``/``dpm`` for a host. ``layer_ratio``: TPP's layer-wise target (also single-step's, for TPP's L1
     baseline).
     Every other field left ``None`` takes the profile's or the recipe's value.
 
@@ -93,8 +95,14 @@ class RunSpec:
     lasso_while_decaying: bool | None = None
     l_init_at: str | None = None
     released: str | None = None
+    # OTOv2 + DPM: what Self-Rectifying reads, the raw gradient (default) or DHSPG's update
+    sr_signal: str | None = None
     # Gate Decorator + DPM: what decays ("gate" or "gate+filter")
     gate_decay: str | None = None
+    # iterative pruning: k removal rounds (None: as many as DPM's) and their schedule (not the
+    # learning-rate ``schedule``)
+    iterative_steps: int | None = None
+    prune_schedule: str | None = None
 
     def replace(self, **changes) -> "RunSpec":
         return replace(self, **changes)
@@ -140,6 +148,9 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     if host != "otov2" or not decaying:
         for o in OTOV2_DPM_OPTIONS:
             why[o] = "a deviation of DHSPG for DPM: applies to --host otov2 --method sp or dpm"
+    if host != "otov2" or method != "dpm":
+        why["sr_signal"] = ("what Self-Rectifying reads inside DHSPG: applies to --host otov2 "
+                            "--method dpm")
     if method == "tpp+dpm":
         del why["released"]
     if host != "gatedecorator" or not decaying:
@@ -147,9 +158,13 @@ def inapplicable(spec: RunSpec) -> dict[str, str]:
     if method not in SR_METHODS:
         why["released"] = ("what happens to released groups applies only to --method dpm "
                            "(otov2) and tpp+dpm")
-    if not decaying:
-        why["decay_steps"] = "N applies only to --method sp and dpm (and tpp+dpm)"
-        why["prune_phase"] = "selection rounds apply only to --method sp and dpm"
+    if method != "iterative":
+        why["iterative_steps"] = "k removal rounds apply only to --method iterative"
+        why["prune_schedule"] = "the schedule of removal rounds applies only to --method iterative"
+    if not decaying and method != "iterative":  # iterative: the N and phase of DPM's rounds
+        why["decay_steps"] = ("N applies only to --method sp and dpm (and tpp+dpm; iterative: "
+                              "the N of the DPM rounds whose span it prunes in)")
+        why["prune_phase"] = "selection rounds apply only to --method sp and dpm (and iterative)"
     if host == "otov2":
         why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
                               "DHSPG's projection fires")
@@ -206,10 +221,11 @@ def resolve(spec: RunSpec) -> Resolved:
                     "gatedecorator": _gatedecorator}[spec.host]
     profile, train, dense, options, recipe = resolve_host(spec, profile)
     if spec.method in SR_METHODS:
-        options["self_rectifying"] = _self_rectifying(spec)
-    config = {"version": __version__, "kind": "prune", "host": spec.host, "method": spec.method,
-              "seed": spec.seed, "model": profile.model, "data": data_config(profile),
-              "dense": dense, "train": asdict(train), "options": options}
+        options["self_rectifying"] = _self_rectifying(spec, profile, options["decay_steps"])
+    config = {"version": __version__, "training_path": TRAINING_PATH_VERSION, "kind": "prune",
+              "host": spec.host, "method": spec.method, "seed": spec.seed, "model": profile.model,
+              "data": data_config(profile), "dense": dense, "train": asdict(train),
+              "options": options}
     return Resolved(spec, profile, config, train, recipe)
 
 
@@ -228,8 +244,9 @@ def data_config(profile: Profile) -> dict:
 
 def dense_config(profile: Profile, seed: int) -> dict:
     """The identity of the dense checkpoint every method of a comparison starts from."""
-    return {"version": __version__, "kind": "dense", "seed": seed, "model": profile.model,
-            "data": data_config(profile), "train": asdict(profile.dense)}
+    return {"version": __version__, "training_path": TRAINING_PATH_VERSION, "kind": "dense",
+            "seed": seed, "model": profile.model, "data": data_config(profile),
+            "train": asdict(profile.dense)}
 
 
 RECIPE_FIELDS = ("lr", "schedule", "nesterov", "label_smoothing", "weight_decay")
@@ -242,10 +259,21 @@ def _epochs(train, spec: RunSpec):
     return replace(train, **changes) if changes else train
 
 
-def _self_rectifying(spec: RunSpec) -> dict:
-    from .pruning.rectify import RATE_REFERENCES, RULES
+def sr_defaults(profile: Profile | str | None = None) -> dict:
+    """The Self-Rectifying settings a run of ``profile`` gets where the spec leaves them out:
+    ``SR_DEFAULTS`` with the profile's own ``self_rectifying`` values over them (only ``smoke``
+    has any: its decays last a few steps, shorter than the default window)."""
+    p = profile if isinstance(profile, Profile) else get_profile(profile)
+    return {**SR_DEFAULTS, **p.self_rectifying}
 
-    sr = {k: SR_DEFAULTS[k] if getattr(spec, k) is None else getattr(spec, k) for k in SR_DEFAULTS}
+
+def _self_rectifying(spec: RunSpec, profile: Profile, decay_steps: int) -> dict:
+    """The run's Self-Rectifying settings, refused where it could never release (window ≥ N,
+    ``rectify.check_release_window``)."""
+    from .pruning.rectify import RATE_REFERENCES, RULES, check_release_window
+
+    defaults = sr_defaults(profile)
+    sr = {k: defaults[k] if getattr(spec, k) is None else getattr(spec, k) for k in SR_DEFAULTS}
     if sr["rule"] not in RULES:
         raise ValueError(f"unknown release rule {sr['rule']!r}; choose one of: {', '.join(RULES)}")
     if sr["rate_reference"] not in RATE_REFERENCES:
@@ -253,6 +281,10 @@ def _self_rectifying(spec: RunSpec) -> dict:
                          f"{', '.join(RATE_REFERENCES)}")
     if not isinstance(sr["window"], int) or sr["window"] < 1:
         raise ValueError(f"window must be an integer >= 1, got {sr['window']!r}")
+    try:
+        check_release_window(decay_steps, sr["window"])
+    except ValueError as err:
+        raise ValueError(f"--window {sr['window']} with --decay-steps {decay_steps}: {err}") from None
     return sr
 
 
@@ -301,7 +333,24 @@ def _core(spec: RunSpec, profile: Profile):
         phase = CORE_DEFAULTS["prune_phase"] if spec.prune_phase is None else spec.prune_phase
         _check_fraction("prune phase", phase)
         options["prune_phase"] = phase
+    if spec.method == "iterative":
+        options.update(_iterative(spec))
     return profile, _epochs(profile.finetune, spec), asdict(profile.dense), options, None
+
+
+def _iterative(spec: RunSpec) -> dict:
+    """Iterative pruning's own options: k (``None``: as many rounds as DPM's at the run's N and
+    prune phase, known once the steps per epoch are) and the schedule of the rounds."""
+    from .pruning.iterative import SCHEDULES
+
+    k = spec.iterative_steps
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"iterative steps (k) must be an integer >= 1, got {k!r}")
+    schedule = spec.prune_schedule or CORE_DEFAULTS["prune_schedule"]
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown prune schedule {schedule!r}; choose one of: "
+                         f"{', '.join(SCHEDULES)}")
+    return {"iterative_steps": k, "prune_schedule": schedule}
 
 
 def _tpp(spec: RunSpec, profile: Profile):
@@ -376,7 +425,7 @@ def _otov2(spec: RunSpec, profile: Profile):
     recipe = replace(recipe, train=_epochs(recipe.train, spec),
                      **{k: getattr(spec, k) for k in OTOV2_DPM_OPTIONS
                         if getattr(spec, k) is not None})
-    from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS
+    from .hosts.otov2 import L_INIT_AT, RELEASED_GROUPS, SR_SIGNALS
     if recipe.l_init_at not in L_INIT_AT:
         raise ValueError(f"unknown l_init_at {recipe.l_init_at!r}; choose one of: "
                          f"{', '.join(L_INIT_AT)}")
@@ -392,6 +441,11 @@ def _otov2(spec: RunSpec, profile: Profile):
             options.pop(o)
     elif spec.method == "sp":
         options.pop("released")
+    if spec.sr_signal not in (None,) + SR_SIGNALS:
+        raise ValueError(f"unknown sr_signal {spec.sr_signal!r}; choose one of: "
+                         f"{', '.join(SR_SIGNALS)}")
+    if spec.sr_signal not in (None, SR_SIGNALS[0]):  # the raw gradient, the default, is not
+        options["sr_signal"] = spec.sr_signal         # recorded: run ids from before stay
     dense = ({"torchvision_weights": PRETRAINED[profile.model]} if recipe.from_dense == "torchvision"
              else asdict(profile.dense) if recipe.from_dense else None)
     return profile, recipe.train, dense, options, recipe
@@ -483,4 +537,6 @@ def describe(config: dict) -> dict:
             **{k: sr.get(k) for k in SR_DEFAULTS},
             **{k: o.get(k) for k in ("lasso_while_decaying", "l_init_at")},
             "on_release": o.get("released"),  # OTOv2's --released (a count is "released")
-            "gate_decay": o.get("decay")}
+            "sr_signal": o.get("sr_signal"),  # OTOv2's --sr-signal, where not the raw gradient
+            "gate_decay": o.get("decay"),
+            "prune_schedule": o.get("prune_schedule"), "k": o.get("iterative_steps")}

@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -83,3 +85,136 @@ def test_sweep_varies_any_field_and_leaves_out_what_does_not_apply(tmp_path, mon
     assert main(["report", "--profile", "smoke"]) == 0
     table = capsys.readouterr().out
     assert "t_rate" in table and "revisions" in table
+
+
+_FAILING_TRAIN = """
+import sys
+from dpm_lab import experiments
+from dpm_lab.cli import main
+
+def train_dense(*args, **kwargs):
+    raise {error}
+
+experiments.train_dense = train_dense
+sys.exit(main([*sys.argv[1:], "train", "--profile", "smoke", "--data", "synthetic"]))
+"""
+
+
+def _train_failing_with(error: str, *flags, home):
+    """``train`` whose dense training raises ``error`` (an expression), as a user sees it."""
+    return subprocess.run([sys.executable, "-c", _FAILING_TRAIN.format(error=error), *flags],
+                          capture_output=True, text=True, env={**os.environ, "DPM_LAB_HOME": home})
+
+
+def test_an_unexpected_error_inside_a_command_shows_its_traceback(tmp_path):
+    r = _train_failing_with('RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")',
+                            home=str(tmp_path))
+    assert r.returncode == 1                     # not reported as bad input
+    assert "Traceback (most recent call last)" in r.stderr and "in train_dense" in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == \
+        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+@pytest.mark.parametrize("error", ['ValueError("bad value 7; allowed: 1, 2")',
+                                   '__import__("dpm_lab.errors").errors.DpmLabError("bad value 7; '
+                                   'allowed: 1, 2")'])
+def test_bad_input_is_one_line_and_debug_adds_its_traceback(tmp_path, error):
+    r = _train_failing_with(error, home=str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["python -m dpm_lab: error: bad value 7; allowed: 1, 2"]
+    r = _train_failing_with(error, "--debug", home=str(tmp_path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert "Traceback (most recent call last):" in lines and "in train_dense" in r.stderr
+    assert lines[-1] == "python -m dpm_lab: error: bad value 7; allowed: 1, 2"
+
+
+def test_debug_shows_the_traceback_of_a_bad_value_given_on_the_command_line():
+    r = _cli("--debug", "run", "--method", "host")
+    assert r.returncode == 2
+    assert "Traceback (most recent call last):" in r.stderr
+    assert "'host'" in r.stderr.strip().splitlines()[-1]
+
+
+def _main_job_table(out: str) -> tuple[str, list[str], list[str]]:
+    """The header and the two rows (dense, pruned; values after the model column) of the main
+    job's table in ``out``."""
+    lines = out.splitlines()
+    h = next(i for i, line in enumerate(lines) if "top-1 (%)" in line)
+    dense, pruned = lines[h + 1].strip(), lines[h + 2].strip()
+    assert dense.startswith("dense ") and pruned.startswith("dpm to 0.5x MACs ")
+    return lines[h], dense[len("dense"):].split(), pruned[len("dpm to 0.5x MACs"):].split()
+
+
+def test_main_job_prunes_to_half_the_macs_prints_its_table_and_reuses_the_run(
+        tmp_path, monkeypatch, capsys):
+    """`make train`'s command, in the smoke profile: the run of `run --method dpm --target-macs
+    0.5 --seed 0`, its record and figure written, and a table holding the record's numbers; a
+    second call reads the run back instead of training."""
+    from dpm_lab import experiments
+    from dpm_lab.runspec import RunSpec, resolve
+    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path))
+    args = ["main-job", "--profile", "smoke", "--results-dir", str(tmp_path / "res"),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    path = next((tmp_path / "res").rglob("*_dpm_*.json"))
+    rec = json.loads(path.read_text())
+    assert rec["run_id"] == resolve(RunSpec(method="dpm", profile="smoke", target_macs=0.5)).run_id
+    assert f"record: {path}" in out
+    figure = next(line for line in out.splitlines() if line.startswith("figure: "))[8:]
+    assert os.path.getsize(figure) > 0 and figure.startswith(str(tmp_path / "figures"))
+    header, dense, pruned = _main_job_table(out)
+    for column in ("MACs (M)", "MACs kept (%)", "params (M)", "params kept (%)", "releases"):
+        assert column in header
+    assert abs(float(dense[0]) - rec["dense_top1"]) <= 0.005 + 1e-9
+    assert dense[2] == "100.0" and dense[4] == "100.0" and dense[5] == "-"
+    assert abs(float(pruned[0]) - rec["final_top1"]) <= 0.005 + 1e-9
+    assert abs(float(pruned[2]) - 100 * rec["macs_ratio"]) <= 0.05 + 1e-9
+    assert abs(float(pruned[4]) - 100 * rec["params_ratio"]) <= 0.05 + 1e-9
+    assert int(pruned[5]) == rec["released"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the run is recorded")
+    monkeypatch.setattr(experiments, "fit", no_training)
+    assert main(args) == 0
+    assert _main_job_table(capsys.readouterr().out)[1:] == (dense, pruned)
+
+
+def test_main_job_without_the_slice_or_network_fails_in_one_line_saying_how(tmp_path,
+                                                                             monkeypatch, capsys):
+    from urllib.error import URLError
+
+    import torchvision.datasets.cifar
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    monkeypatch.setenv("DPM_LAB_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # no data/ or shared/data/ here or above
+    assert main(["main-job", "--profile", "mini"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cifar10_prefix_subset.npz" in lines[0]
+    assert str(tmp_path / "env") in lines[0] and "name resolution" in lines[0]
+    assert "python -m dpm_lab download cifar10-slice" in lines[0]
+    assert not (tmp_path / "home" / "results").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_lists_its_targets_by_default_and_train_runs_the_main_job():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    default = subprocess.run(["make", "-C", repo, "--no-print-directory"], capture_output=True,
+                             text=True)
+    assert default.returncode == 0
+    listed = {line.split()[1] for line in default.stdout.splitlines()
+              if line.strip().startswith("make ")}
+    assert {"help", "train", "test", "lab"} <= listed
+    assert default.stdout == subprocess.run(["make", "-C", repo, "--no-print-directory", "help"],
+                                            capture_output=True, text=True).stdout
+    train = subprocess.run(["make", "-C", repo, "--no-print-directory", "-n", "train"],
+                           capture_output=True, text=True).stdout
+    assert "-m dpm_lab main-job --profile mini --seed 0" in train
+    lab = subprocess.run(["make", "-C", repo, "--no-print-directory", "-n", "lab"],
+                         capture_output=True, text=True).stdout
+    assert f'DPM_LAB_HOME="{repo}"' in lab and "--notebook-dir=notebooks" in lab

@@ -53,9 +53,9 @@ def test_the_readme_lists_every_file():
 
 def test_a_list_is_a_grid_axis_and_a_value_a_one_element_list(tmp_path):
     path = _write(tmp_path, 'profile = "mini"\nmethod = ["sp", "dpm"]\n'
-                            'decay_steps = [1, 2, 3]\nseed = [0, 1]\nt_len = 2\n')
+                            'decay_steps = [1, 21, 42]\nseed = [0, 1]\nt_len = 2\n')
     axes = load_experiment(path)
-    assert axes == {"profile": ["mini"], "method": ["sp", "dpm"], "decay_steps": [1, 2, 3],
+    assert axes == {"profile": ["mini"], "method": ["sp", "dpm"], "decay_steps": [1, 21, 42],
                     "seed": [0, 1], "t_len": [2.0]}
     specs = _sweep_specs(axes, sweep=True)
     assert len(specs) == 2 * 3 * 2

@@ -106,7 +106,8 @@ class _Double:
         return ((x[..., ::2, ::2].double(), y) for x, y in self.loader)
 
 
-def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7):
+def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7, decay="gate",
+              rectifier=None):
     from dataclasses import replace
 
     from dpm_lab.data import TensorLoader, synthetic_dataset
@@ -120,7 +121,7 @@ def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7):
     groups = ChannelGroups(model, _x(1)[..., ::2, ::2])
     sp = None
     if N:
-        sp = gate_smooth_pruning(groups, N, input_size=SMALL)
+        sp = gate_smooth_pruning(groups, N, decay, rectifier, input_size=SMALL)
     tt = TickTock(model, groups, recipe, _Double(TensorLoader(train, 32, True)),
                   _Double(TensorLoader(test, 32, False)), SMALL, "cpu", 0, sp,
                   checkpoint=checkpoint, max_ticks=max_ticks)
@@ -246,3 +247,34 @@ def test_self_rectifying_reads_the_trainable_scale_of_a_gated_bn():
                        for e in trainable_bn])
         want = -(g * x).sum() / (g.norm() * x.norm())
         assert got[s] == pytest.approx(float(want), rel=1e-10, abs=1e-12)
+
+
+def test_self_rectifying_reads_no_stale_filter_gradient_during_ticks():
+    """With ``gate+filter``, C_len sums the gradients of the gates and their conv filters. A tick
+    freezes the filters, so the step has no filter gradient: C_len must read the gates' alone,
+    never the ``.grad`` the last tock left in the filters. Checked at every step of a Tick-Tock
+    with tocks between ticks, against C_len over the gates only; in tocks the filters' gradient
+    is there and counts."""
+    from dpm_lab.hosts.gatedecorator import gate_entries
+    from dpm_lab.pruning import SelfRectifying
+
+    model, groups, tt = _ticktock(N=3, decay="gate+filter", rectifier=SelfRectifying(window=2))
+    rect, convs = tt.sp.rectifier, [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    only_gates = gate_entries(groups, "gate")
+    signals, seen = rect.signals, {"tick after a tock": 0, "tock": 0}
+
+    def checked(groups, norm_now, norm_prev, step_len, live, entries=None):
+        c_rate, c_len = signals(groups, norm_now, norm_prev, step_len, live, entries)
+        _, gates_alone = signals(groups, norm_now, norm_prev, step_len, live, only_gates)
+        if convs[0].requires_grad:             # a tock: the filters were trained this step
+            assert all(w.grad is not None for w in convs)
+            assert not torch.equal(c_len, gates_alone)
+            seen["tock"] += 1
+        else:
+            assert torch.equal(c_len, gates_alone)
+            seen["tick after a tock"] += seen["tock"] > 0
+        return c_rate, c_len
+
+    rect.signals = checked
+    tt.run()
+    assert seen["tock"] > 0 and seen["tick after a tock"] > 0

@@ -10,8 +10,8 @@ from dpm_lab.hosts import (DHSPG, ProgressiveSelector, SparseLearning, make_prun
                            progressive_prune, pruned_groups)
 from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model, input_size
-from dpm_lab.pruning import (PRUNED, RELEASED, ChannelGroups, SelfRectifying, SmoothPruning,
-                             effective_macs_params, finalize, remove_channels)
+from dpm_lab.pruning import (DECAYING, PRUNED, RELEASED, ChannelGroups, SelfRectifying,
+                             SmoothPruning, effective_macs_params, finalize, remove_channels)
 from conftest import calibrate_bn, randomize_bn
 
 SIZE = input_size("resnet20")
@@ -180,7 +180,7 @@ def test_dhspg_with_dpm_decays_over_N_steps_then_holds_the_target():
 
 
 def _release_three(released):
-    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying(),
+    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying(window=3),
                                     released=released)
     size = int(opt.redundant.sum())
     assert size == opt.num_redundant
@@ -212,7 +212,7 @@ def test_dhspg_released_groups_leave_option():
 
 
 def test_dhspg_released_groups_stay_and_can_be_projected_again():
-    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying())
+    _, groups, opt, sp = _dhspg_run(steps=12, decay_N=20, rectifier=SelfRectifying(window=3))
     g = int((opt.redundant & ~sp.committed()).nonzero()[0])
     sp.status[g] = RELEASED
     mask = torch.zeros_like(sp.pending)
@@ -330,3 +330,126 @@ def test_paper_recipes_hold_the_papers_settings():
     assert r50.target_sparsity == 0.9
     with pytest.raises(ValueError, match="resnet20"):
         otov2_recipe("paper", "resnet20")
+
+
+# ---- OTOv2 + DPM: what Self-Rectifying reads (sr_signal) ----
+
+def _slices(entries, s, tensor_of):
+    """Structure ``s``'s slices of ``entries``, flattened and joined (a plain loop)."""
+    return torch.cat([tensor_of(e.param).index_select(e.dim, (e.owner == s).nonzero().flatten())
+                      .flatten() for e in entries])
+
+
+def _direct_signals(groups, entries, live, x, u):
+    """C_rate (cos(−u_i, x_i) over each structure's trainable BN slices) and C_len (‖u_i‖ over
+    the decaying slices ``entries``, over its mean over the ``live`` structures of its group), per
+    structure, from ``x`` and ``u`` (dicts parameter -> tensor), structure by structure."""
+    S, bn = groups.num_structures, [e for e in groups.bn_entries() if e.param.requires_grad]
+    rate = torch.tensor([float(-(_slices(bn, s, u.get) @ _slices(bn, s, x.get))
+                               / (_slices(bn, s, u.get).norm() * _slices(bn, s, x.get).norm()))
+                         for s in range(S)], dtype=torch.float64)
+    length = torch.tensor([float(_slices(entries, s, u.get).norm()) for s in range(S)],
+                          dtype=torch.float64)
+    c_len = torch.empty(S, dtype=torch.float64)
+    for g in range(len(groups.groups)):
+        mine = groups.group_of == g
+        c_len[mine] = length[mine] / length[mine & live].mean()
+    return rate, c_len
+
+
+def _sr_signal_run(signal):
+    """DHSPG + DPM on TinyNet in float64 for 40 steps, SR recording but never releasing; at every
+    step, SR's raw C_rate and C_len against :func:`_direct_signals` of the raw loss gradient
+    (``"gradient"``) or of DHSPG's step direction u = (x − x̂)/lr, x̂ the point DHSPG stepped to
+    (``"update"``). Returns the final parameters and SR's trace."""
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    groups = ChannelGroups(model, torch.randn(TINY, dtype=torch.float64), consumers=False)
+    sr = SelfRectifying(t_rate=float("inf"), t_len=float("inf"), window=3, record=True)
+    sp = SmoothPruning(groups, None, 8, rounds=(), rectifier=sr, input_size=TINY,
+                       release_until=10 ** 6)
+    lr = 0.1
+    opt = DHSPG(model.parameters(), groups, lr=lr, target_sparsity=0.5, lmbda=0.5, epsilon=0.9,
+                start_step=5, decay=sp, sr_signal=signal)
+    state = type("S", (), {"optimizer": opt, "step": 0})()
+    sp.on_fit_start(state)
+    g = torch.Generator().manual_seed(0)
+    params = list(model.parameters())
+    decaying_steps = 0
+    for t in range(40):
+        x = torch.randn(16, *TINY[1:], generator=g, dtype=torch.float64)
+        y = torch.randint(0, 10, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        before = {p: p.detach().clone() for p in params}
+        raw = {p: p.grad.clone() for p in params}
+        opt.step()
+        after = {p: p.detach().clone() for p in params}
+        u = raw if signal == "gradient" else {p: (before[p] - after[p]) / lr for p in params}
+        decaying_steps += int((sp.status == DECAYING).any())
+        live = sp.status != PRUNED                   # as the step's SR sees them
+        state.step = t
+        sp.after_step(state)
+        assert len(sr.trace) == t + 1
+        rate, c_len = _direct_signals(groups, sp.entries, live, after, u)
+        nonzero = rate.isfinite()                    # a zero group has no cosine
+        assert torch.allclose(sr.trace[-1][3][nonzero], rate[nonzero], rtol=1e-9, atol=1e-12)
+        assert torch.allclose(sr.trace[-1][4], c_len, rtol=1e-9, atol=1e-12)
+    assert decaying_steps > 5 and sr.log == []
+    return [p.detach().clone() for p in params], torch.stack(sr.trace)
+
+
+def test_self_rectifying_reads_the_raw_gradient_or_dhspgs_step_as_told():
+    """``sr_signal="gradient"`` (the default, the behaviour from before the option) gives SR the
+    raw loss gradient; ``"update"`` gives it DHSPG's step direction, which here differs from it
+    (momentum, weight decay, the lasso pull). The option changes what SR reads, not the step:
+    with no release, both runs end with identical parameters."""
+    params_g, trace_g = _sr_signal_run("gradient")
+    params_u, trace_u = _sr_signal_run("update")
+    for a, b in zip(params_g, params_u):
+        assert torch.equal(a, b)
+    decaying = trace_g[:, 2] > 0
+    assert decaying.any() and torch.equal(decaying, trace_u[:, 2] > 0)
+    assert not torch.allclose(trace_g[:, 3][decaying], trace_u[:, 3][decaying])
+    assert not torch.allclose(trace_g[:, 4][decaying], trace_u[:, 4][decaying])
+
+
+def test_sr_signal_option_is_resolved_refused_and_wired_like_the_other_deviations():
+    """``--sr-signal`` applies to OTOv2 + DPM only; its default, the raw gradient, is left out of
+    the configuration, so the run ids from before the option stay; ``update`` is a new run, and
+    reaches DHSPG; a bad value is named."""
+    from types import SimpleNamespace
+
+    from dpm_lab.cli import _run_spec, build_parser
+    from dpm_lab.methods.base import Context
+    from dpm_lab.methods.otov2 import OTOv2
+    from dpm_lab.runspec import RunSpec, describe, resolve
+
+    base = RunSpec(host="otov2", method="dpm", profile="smoke")
+    plain, gradient = resolve(base), resolve(base.replace(sr_signal="gradient"))
+    update = resolve(base.replace(sr_signal="update"))
+    assert gradient.config == plain.config and gradient.run_id == plain.run_id
+    assert "sr_signal" not in plain.config["options"]
+    assert describe(plain.config)["sr_signal"] is None
+    assert update.config["options"]["sr_signal"] == "update" and update.run_id != plain.run_id
+    assert describe(update.config)["sr_signal"] == "update"
+    for spec in (base.replace(method="sp"), base.replace(method="host"),
+                 RunSpec(host="core", method="dpm", profile="smoke")):
+        with pytest.raises(ValueError, match="--sr-signal 'update' does not apply.*otov2 "
+                                             "--method dpm"):
+            resolve(spec.replace(sr_signal="update"))
+    with pytest.raises(ValueError, match="'raw'.*gradient, update"):
+        resolve(base.replace(sr_signal="raw"))
+    model = TinyNet()
+    with pytest.raises(ValueError, match="'raw'.*gradient, update"):
+        DHSPG(model.parameters(), ChannelGroups(model, torch.randn(TINY), consumers=False),
+              sr_signal="raw")
+    args = build_parser().parse_args(["run", "--host", "otov2", "--method", "dpm",
+                                      "--sr-signal", "update"])
+    assert _run_spec(args).sr_signal == "update"
+    for res, want in ((plain, "gradient"), (update, "update")):  # the method hands it to DHSPG
+        ctx = Context(res, SimpleNamespace(train=range(4)), SIZE, torch.device("cpu"),
+                      None, None)
+        method, net = OTOv2(ctx), get_model("resnet20")
+        method.prepare(net)
+        assert method.optimizer()(net, res.train).sr_signal == want

@@ -6,6 +6,7 @@ import dpm_lab
 from dpm_lab import paths
 from dpm_lab.config import get_profile
 from dpm_lab.experiments import train_dense
+from dpm_lab.results import checkpoint_path
 
 
 def test_outputs_follow_dpm_lab_home(tmp_path, monkeypatch):
@@ -24,7 +25,7 @@ def test_a_run_writes_only_under_home(tmp_path, monkeypatch):
     before = sorted(package.rglob("*"))
     profile = get_profile("smoke").with_(dataset="synthetic")
     _, record = train_dense(profile, 0, device="cpu", progress=False)
-    assert Path(record["checkpoint"]).is_relative_to(tmp_path / "home" / "runs")
+    assert checkpoint_path(record).is_relative_to(tmp_path / "home" / "runs")
     assert list((tmp_path / "home" / "results").rglob("*.json"))
     assert sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts) == \
         [p for p in before if "__pycache__" not in p.parts]

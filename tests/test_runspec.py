@@ -20,16 +20,17 @@ def test_defaults_are_filled_in_and_the_hash_is_stable():
     o = res.config["options"]
     assert o["target"] == {"macs": 0.5} and o["criterion"] == "l2"
     assert o["decay_steps"] == SMOKE.decay_steps and o["prune_phase"] == 0.5
-    assert o["self_rectifying"] == {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
+    # the smoke profile's own window (its N = 4 could never fill the default 10)
+    assert o["self_rectifying"] == {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 2,
                                     "rate_reference": "gradient"}
     assert res.config["version"] and res.config["data"]["val_fraction"] == 0.0
     # giving a default explicitly is the same run
-    assert _id(method="dpm") == _id(method="dpm", t_rate=0.5, window=10, target_macs=0.5)
+    assert _id(method="dpm") == _id(method="dpm", t_rate=0.5, window=2, target_macs=0.5)
     assert res.run_id == config_hash(json.loads(json.dumps(res.config)))
 
 
 @pytest.mark.parametrize("change", [
-    dict(t_rate=0.1), dict(t_len=2.0), dict(rule="any"), dict(window=5),
+    dict(t_rate=0.1), dict(t_len=2.0), dict(rule="any"), dict(window=3),
     dict(rate_reference="norm"), dict(decay_steps=3), dict(prune_phase=0.25), dict(epochs=3),
     dict(criterion="l1"), dict(target_macs=0.25), dict(val_fraction=0.1), dict(seed=1),
     dict(model="resnet32"),
@@ -50,7 +51,7 @@ def test_recipe_and_package_version_enter_the_identity(monkeypatch):
 
 def test_seeds_share_a_comparable_id_and_nothing_else_does():
     a, b = (resolve(RunSpec(profile=SMOKE, method="dpm", seed=s)).config for s in (0, 1))
-    c = resolve(RunSpec(profile=SMOKE, method="dpm", window=5)).config
+    c = resolve(RunSpec(profile=SMOKE, method="dpm", window=3)).config
     assert comparable_id(a) == comparable_id(b) != comparable_id(c)
 
 
@@ -113,8 +114,8 @@ def test_grid_and_describe():
     assert [(s.method, s.seed) for s in specs] == [("sp", 0), ("sp", 1), ("dpm", 0), ("dpm", 1)]
     with pytest.raises(ValueError, match="'tau'"):
         grid(tau=[1])
-    d = describe(resolve(RunSpec(profile=SMOKE, method="dpm", window=5)).config)
-    assert (d["method"], d["target"], d["window"], d["N"]) == ("dpm", "MACs 0.5", 5, SMOKE.decay_steps)
+    d = describe(resolve(RunSpec(profile=SMOKE, method="dpm", window=3)).config)
+    assert (d["method"], d["target"], d["window"], d["N"]) == ("dpm", "MACs 0.5", 3, SMOKE.decay_steps)
 
 
 def test_a_changed_option_starts_a_new_run_and_an_equal_one_is_reused(tmp_path):

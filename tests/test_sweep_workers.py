@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from dpm_lab.claims import release, remove_stale_temporaries, try_claim
+from dpm_lab.claims import release, remove_stale_temporaries, try_claim, writing
 
 GRID = ["--profile", "smoke", "--data", "synthetic", "--method", "single-step", "sp", "dpm",
         "--seed", "0", "1"]
@@ -35,10 +35,11 @@ def test_claims_are_exclusive_and_a_dead_holders_claim_is_taken_over(tmp_path):
     claim = tmp_path / "run.json.claim"
     claim.write_text(f"{os.uname().nodename} {dead.pid}")     # left by a killed process
     assert try_claim(target)
-    (tmp_path / f"run.json.{dead.pid}.tmp").write_text("{half")
-    (tmp_path / f"run.json.{os.getpid()}.tmp").write_text("{live")
-    assert remove_stale_temporaries(tmp_path) == 1
-    assert (tmp_path / f"run.json.{os.getpid()}.tmp").exists()
+    (tmp_path / f"run.json.{dead.pid}.tmp").write_text("{half")  # left by a killed writer
+    with writing(tmp_path / "other.json") as live:                 # being written right now
+        live.write_text("{live")
+        assert remove_stale_temporaries(tmp_path) == 1
+        assert [p.name for p in tmp_path.glob("*.tmp")] == [live.name]
 
 
 def _kill_when(tmp_path, ready) -> None:

@@ -160,12 +160,20 @@ def test_l1_tpp_and_tpp_dpm_runs_prune_the_same_filters(tmp_path):
     target = {"layer_ratio": 0.5, "layers": ["layer*.conv1"], "exclude": []}
     for r in (l1, tpp, both):
         assert r["config"]["options"]["target"] == target
-        assert r["selected"] == 3 * (16 + 32 + 64) // 2  # half of each block conv1 of ResNet-20
-    assert l1["macs"] == tpp["macs"] == both["macs"] < l1["dense_macs"]
+    chosen = 3 * (16 + 32 + 64) // 2  # half of each block conv1 of ResNet-20
+    # TPP x DPM leaves a filter Self-Rectifying released (--released leave): it is not pruned
+    assert l1["selected"] == tpp["selected"] == both["selected"] + both["released"] == chosen
+    assert both["released"] > 0                                        # SR acts in smoke
+    assert l1["macs"] == tpp["macs"] < both["macs"] < l1["dense_macs"]
     assert len(tpp["tpp_history"]) == len(both["tpp_history"]) == 2   # 1 ramp + 1 stabilise
     assert tpp["top1_after_removal"] == tpp["top1_zeroed"]            # zero channels: exact
-    assert both["top1_after_finalize"] == both["soft_top1"] and both["released"] >= 0
+    assert both["top1_after_finalize"] == both["soft_top1"]
+    # TPP's one selection is handed over once; each release keeps one filter more than L1 keeps
     assert both["decay"]["decay_steps"] == 3
+    assert [r["selected"] for r in both["decay"]["rounds"]] == [chosen]
+    assert both["released"] == len(both["releases"])
+    assert all(b >= a for a, b in zip(l1["widths"], both["widths"], strict=True))
+    assert sum(both["widths"]) - sum(l1["widths"]) == both["released"]
 
 
 def test_tpp_recipes():

@@ -5,8 +5,9 @@ One model per family, its smallest member (``ZOO``): the larger members are the 
 other widths and depths, and float64 on two CPU cores makes each model cost seconds. Set
 ``DPM_LAB_ZOO=all`` to run every model of ``torchvision.models.list_models`` instead (minutes to
 hours). Families (torchvision modules) whose models Torch-Pruning itself cannot prune with its
-defaults are listed in ``TP_CANNOT`` with the reason, and a test checks that it still cannot on
-their members that fit here, so the list stays true.
+defaults are listed in ``TP_CANNOT`` with the reason and the failure it gives (exception type,
+message, the function that raises it), and a test checks that it still fails so on their
+members that fit here, so the list stays true and a bug of this harness is never taken for it.
 
 Zeroed structures leave a network's function unchanged when removed only where no layer mixes
 a removed channel with the kept ones: LayerNorm (ConvNeXt) normalises over the channel
@@ -37,19 +38,26 @@ ZOO = {
     "resnet18": 64, "resnet50": 64, "resnext50_32x4d": 64, "squeezenet1_0": 64, "vgg11_bn": 64,
     "wide_resnet50_2": 64,
 }
-# torchvision module (one architecture family) -> the members checked below, and why Torch-Pruning's
-# own pruner fails on them. The whole family is left out: its members share the failing code.
+# torchvision module (one architecture family) -> the members checked below, why Torch-Pruning's
+# own pruner fails on them, and how (exception type, message pattern, the function raising it).
+# The whole family is left out: its members share the failing code.
 TP_CANNOT = {
     "vision_transformer": (["vit_b_16"], "the model reshapes conv_proj's output with its stored "
-                           "hidden_dim, which Torch-Pruning does not update"),
+                           "hidden_dim, which Torch-Pruning does not update",
+                           (RuntimeError, r"shape '\[1, 768, 4\]' is invalid for input of size",
+                            "_process_input")),
     "shufflenetv2": (["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
                       "shufflenet_v2_x2_0"],
-                     "Torch-Pruning's reshape index mapping of the channel shuffle divides by zero"),
+                     "Torch-Pruning's reshape index mapping of the channel shuffle divides by zero",
+                     (ZeroDivisionError, "integer division or modulo by zero",
+                      "update_reshape_index_mapping")),
     "swin_transformer": (["swin_s"], "Torch-Pruning's concat index mapping fails (TypeError) on "
                          "swin_s; on swin_t its flatten index mapping grows past 10 GB and on the "
-                         "V2 models past 24 GB, too large to show here"),
+                         "V2 models past 24 GB, too large to show here",
+                         (TypeError, r"unsupported operand type\(s\) for \+: 'int' and 'NoneType'",
+                          "update_concat_index_mapping")),
     "maxvit": ([], "needs 224 x 224 inputs (too slow in float64 here); its window partition "
-                   "reshapes with stored sizes"),
+                   "reshapes with stored sizes", None),
 }
 
 
@@ -77,18 +85,13 @@ def _classifier(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
 
 
-def _tp_prunes(name: str) -> bool:
-    model, size = _build(name)
-    model.float()
-    x = torch.randn(*size)
-    try:
-        pruner = tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(),
-                                      ignored_layers=[_classifier(model)], pruning_ratio=0.3)
-        pruner.step()
-        model(x)
-    except Exception:  # noqa: BLE001 - any failure means Torch-Pruning cannot prune it
-        return False
-    return True
+def _tp_prune(model: nn.Module, x: torch.Tensor) -> None:
+    """Torch-Pruning's own pruner with its defaults (30 % of every group by magnitude, the
+    classifier kept), then a forward pass through the pruned model."""
+    pruner = tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(),
+                                  ignored_layers=[_classifier(model)], pruning_ratio=0.3)
+    pruner.step()
+    model(x)
 
 
 def _models():
@@ -160,12 +163,19 @@ def test_zoo_model_with_channel_mixing_norms_prunes_every_group():
 
 @pytest.mark.parametrize("family", list(TP_CANNOT))
 def test_families_left_out_are_ones_torch_pruning_cannot_prune(family):
-    members, why = TP_CANNOT[family]
+    members, why, failure = TP_CANNOT[family]
     if not members:
         pytest.skip(why)  # too slow or too large to show here
+    error, message, raised_in = failure
     for name in members:
         assert _family(name) == family
-        assert not _tp_prunes(name), f"Torch-Pruning prunes {name} now: add {family} to ZOO"
+        model, size = _build(name)
+        model.float()
+        x = torch.randn(*size)
+        with pytest.raises(error, match=message) as failed:
+            _tp_prune(model, x)
+            pytest.fail(f"Torch-Pruning prunes {name} now: add {family} to ZOO")
+        assert failed.traceback[-1].name == raised_in, failed.getrepr()
 
 
 def test_the_zoo_covers_every_family_torch_pruning_can_prune():

@@ -23,8 +23,13 @@ host's removal would. With N = 1 and
 no training between rounds this selects and removes exactly what the host removes (tested).
 
 Choice (documented, a parameter): ``normalizer='max'`` for both the SL and the no-SL variant.
-Torch-Pruning's ``group_norm`` baseline uses ``'mean'``; with soft pruning the zeroed channels
-would lower a group's mean and change the ranking, so the N = 1 equivalence needs ``'max'``.
+Torch-Pruning's ``group_norm`` baseline uses ``'mean'``. With soft pruning the zeroed, decaying
+and released channels stay in the model, where a whole-group statistic would count them; the
+pruner's importance is therefore :class:`~dpm_lab.pruning.selection.FreeNormalized`, as in the
+core's later rounds, and at a round each group is normalised over the channels that are neither
+held, released nor already picked: over what the host would still have after its removals.
+Outside rounds (sparse learning, the host's own pruning) every channel is free and the scores
+are Torch-Pruning's own.
 """
 from __future__ import annotations
 
@@ -37,13 +42,16 @@ from ..metrics import example_input, macs_params
 from ..pruning.decay import DECAYING, PRUNED, RELEASED, SmoothPruning
 from ..pruning.finalize import effective_macs_params
 from ..pruning.groups import ChannelGroups, output_layer
+from ..pruning.selection import FreeNormalized, free_channels
 
 
 def make_pruner(model: nn.Module, input_size=(1, 3, 32, 32), reg: float = 5e-4,
                 normalizer: str = "max", iterative_steps: int = 400) -> tp.pruner.GroupNormPruner:
     """Torch-Pruning's ``group_sl`` pruner: global ranking by group L2 magnitude, ratio 1.0 over
-    ``iterative_steps`` steps, the output layer ignored. ``reg`` matters only for sparse learning."""
-    importance = tp.importance.GroupMagnitudeImportance(p=2, normalizer=normalizer)
+    ``iterative_steps`` steps, the output layer ignored. ``reg`` matters only for sparse learning.
+    The importance is :class:`FreeNormalized` so that DPM rounds can leave held channels out of
+    the normaliser (:class:`ProgressiveSelector`); with all channels free it is Torch-Pruning's."""
+    importance = FreeNormalized(tp.importance.GroupMagnitudeImportance(p=2, normalizer=normalizer))
     with torch.enable_grad():
         return tp.pruner.GroupNormPruner(
             model, example_input(model, input_size), importance=importance,
@@ -124,7 +132,8 @@ class ProgressiveSelector:
         # Between its steps the host removes what it chose, which lowers coupled channels'
         # importances (a removed filter takes its slice of every consumer with it). Zero the
         # picks provisionally while stepping, so the pruner ranks as it would after removal;
-        # the weights come back afterwards and Smooth Pruning takes over from L_init.
+        # the weights come back afterwards and Smooth Pruning takes over from L_init. Held,
+        # released and picked channels are left out of each group's normaliser, as removal would.
         saved = [e.param.detach().clone() for e in self.groups.entries]
         current, tp_steps = macs(), 0
         while current > budget:
@@ -133,6 +142,7 @@ class ProgressiveSelector:
                                  f" of dense not reached after {self.pruner.iterative_steps} "
                                  "pruner steps")
             added = False
+            self.pruner.importance.free = free_channels(self.groups, ~(skip | picked))
             for group in self.pruner.step(interactive=True):
                 root = self.names[group[0].dep.target.module]
                 ids = self.groups.structure_ids(root, group[0].idxs)
@@ -144,6 +154,7 @@ class ProgressiveSelector:
                 keep = (~picked).float().to(self.groups.group_of.device)
                 self.groups.scale_(keep)
                 current = macs()
+        self.pruner.importance.free = None
         with torch.no_grad():
             for e, w in zip(self.groups.entries, saved):
                 e.param.copy_(w)

@@ -21,7 +21,9 @@ its gates decay to zero over N steps (:class:`~dpm_lab.pruning.SmoothPruning` wi
 slices as its ``entries``) during the following ticks and tocks, and Self-Rectifying reads the
 ∂L/∂φ the host already computes. A channel is *held* (counts towards the MACs target) from the
 moment it is picked, decaying or masked alike, so host and DPM stop at the same tick. Decaying the
-conv filter with the gate is the alternative (``decay="gate+filter"``).
+conv filter with the gate is the alternative (``decay="gate+filter"``). A tick computes no filter
+gradient (the convs are frozen), so its C_len reads the gates' gradient alone: the filters'
+``.grad`` is cleared when a tick starts, else it would still hold the last tock's gradient.
 """
 from __future__ import annotations
 
@@ -322,6 +324,8 @@ class TickTock:
         convs = [m.weight for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         for w in convs:
             w.requires_grad_(not frozen)
+            if frozen:  # a tick computes no filter gradient, and its optimiser does not clear
+                w.grad = None  # the last tock's: Self-Rectifying's C_len would read that one
         if self.sp is not None:
             hooks = hooks + [_Shifted(self.sp, self.step)]
         loader = _TickSet(self.train, batches, self.step)  # each pass its own batches

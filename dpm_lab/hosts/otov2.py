@@ -29,6 +29,18 @@ so its effect can be measured on and off):
   projected again. ``"leave"`` takes it out of G_p; ``"replace"`` also brings in the
   best-scoring free group outside G_p, so G_p keeps its size.
 
+What Self-Rectifying reads (``sr_signal``): ``"gradient"`` (default), the raw loss gradient, as
+in every other host; ``"update"``, DHSPG's step direction u, x̂ = x − lr·u (the base direction d
+with momentum and weight decay, plus the group-lasso pull λ_g·x_g/‖x_g‖), which the algorithm
+notes (ALGORITHMS.md §3.1) read as SR's input. The raw gradient stays the default because
+DHSPG's adaptive λ_g is built to overpower exactly the outward push SR looks for: where
+⟨x_g, d_g⟩ < 0 it sets λ_g above −⟨x_g, d_g⟩/‖x_g‖ unless its cap λ·hat_λ_coeff binds, so
+⟨x_g, u_g⟩ > 0: the step of a group under the lasso (a decaying G_p group, until the target is
+reached) points inward, and its C_rate is pulled down whatever the loss says. The gradient asks
+whether the loss resists the decay, the update whether DHSPG's step does; the option lets both
+be measured. With ``"update"``, u is left in every parameter's ``.grad`` after the step, where
+Self-Rectifying reads it (the next step's ``zero_grad`` discards it).
+
 Choices where the sources are silent (all parameters):
 - base direction: SGD with momentum and L2 weight decay (the tutorials' recipe); DHSPG's own
   default is momentum 0 and no weight decay;
@@ -50,6 +62,7 @@ from ..pruning.groups import ChannelGroups
 
 L_INIT_AT = ("projection", "trial")
 RELEASED_GROUPS = ("stay", "leave", "replace")
+SR_SIGNALS = ("gradient", "update")
 
 
 class DHSPG(torch.optim.Optimizer):
@@ -60,7 +73,8 @@ class DHSPG(torch.optim.Optimizer):
     ``epsilon`` (ε): half-space threshold. ``start_step``: the partition and the penalty begin
     here (before it, plain SGD); ``project_step``: projections begin here (default = start).
     ``decay``: a :class:`SmoothPruning` that takes over the projection (DPM);
-    ``lasso_while_decaying``, ``l_init_at``, ``released``: see the module docstring.
+    ``lasso_while_decaying``, ``l_init_at``, ``released``, ``sr_signal``: see the module
+    docstring.
     """
 
     def __init__(self, params, groups: ChannelGroups, lr: float = 0.1, momentum: float = 0.9,
@@ -70,7 +84,8 @@ class DHSPG(torch.optim.Optimizer):
                  start_step: int = 0, project_step: int | None = None,
                  project_until: int | None = None, seed: int = 0,
                  decay: SmoothPruning | None = None, lasso_while_decaying: bool = True,
-                 l_init_at: str = "projection", released: str = "stay"):
+                 l_init_at: str = "projection", released: str = "stay",
+                 sr_signal: str = "gradient"):
         if not 0 < target_sparsity < 1:
             raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity!r}")
         if not 0 <= tolerance < 1:
@@ -88,8 +103,11 @@ class DHSPG(torch.optim.Optimizer):
         if released not in RELEASED_GROUPS:
             raise ValueError(f"unknown released {released!r}; choose one of: "
                              f"{', '.join(RELEASED_GROUPS)}")
-        self.lasso_while_decaying, self.l_init_at, self.released = (
-            lasso_while_decaying, l_init_at, released)
+        if sr_signal not in SR_SIGNALS:
+            raise ValueError(f"unknown sr_signal {sr_signal!r}; choose one of: "
+                             f"{', '.join(SR_SIGNALS)}")
+        self.lasso_while_decaying, self.l_init_at, self.released, self.sr_signal = (
+            lasso_while_decaying, l_init_at, released, sr_signal)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       nesterov=nesterov))
         self.groups, self.decay = groups, decay
@@ -155,6 +173,8 @@ class DHSPG(torch.optim.Optimizer):
         if self.step_count < self.start_step:
             for p, dp in d.items():
                 p.sub_(dp, alpha=lr)
+            if self.sr_signal == "update":
+                self._expose_update(d)
             self.step_count += 1
             return loss
 
@@ -183,6 +203,8 @@ class DHSPG(torch.optim.Optimizer):
         coef = G.pad(coef, fill=0.0)
         for e in G.entries:
             e.param.sub_(old[e.param] * G.expand(coef, e))
+        if self.sr_signal == "update":
+            self._expose_update(d, old, torch.where(active, lam / xnorm, torch.zeros_like(lam)))
         self.step_count += 1
         if self.step_count <= self.project_step or (
                 self.project_until is not None and self.step_count > self.project_until):
@@ -205,6 +227,20 @@ class DHSPG(torch.optim.Optimizer):
                                allow_released=self.released == "stay")
         self._keep_zero()
         return loss
+
+    def _expose_update(self, d: dict, old: dict | None = None, pull=None) -> None:
+        """``sr_signal="update"``: replace every parameter's ``.grad`` by DHSPG's step direction
+        u = d + λ_g·x_g/‖x_g‖ (``pull[S]`` = λ_g/‖x_g‖ where the lasso acts, else 0; ``old``: x
+        before the step), so that x̂ = x − lr·u and Self-Rectifying, which reads ``.grad`` after
+        the step, reads u."""
+        for p, dp in d.items():
+            p.grad.copy_(dp)
+        if pull is None:
+            return
+        pull = self.groups.pad(pull, fill=0.0)
+        for e in self.groups.entries:
+            if e.param.grad is not None:
+                e.param.grad.add_(old[e.param] * self.groups.expand(pull, e))
 
     def _score(self, xx, xd, dd) -> torch.Tensor:
         """DHSPG's redundancy score: aligned with −d and small on average = redundant. The

@@ -129,10 +129,11 @@ def otov2_recipe(profile: Profile | str | None = None, model: str | None = None,
         r = OTOv2Recipe(model=model or "resnet20", target_sparsity=0.5, decay_steps=p.decay_steps,
                         start_epoch=1, lmbda=0.3, epsilon=0.9, from_dense=True,
                         train=TrainConfig(epochs=20, lr=0.05, schedule="cosine", weight_decay=5e-4))
-    else:  # smoke: λ so large that groups are projected within its 8 steps (code paths only)
+    else:  # smoke: λ so large that groups are projected within its 16 steps (code paths only);
+        # 4 epochs, so that Self-Rectifying may release before step 16 - 2N = 8 (methods/otov2.py)
         r = OTOv2Recipe(model=model or p.model, target_sparsity=0.5, decay_steps=p.decay_steps,
                         start_epoch=0, lmbda=5.0, epsilon=0.9, from_dense=True,
-                        train=TrainConfig(epochs=2, lr=0.05, schedule="constant"))
+                        train=TrainConfig(epochs=4, lr=0.05, schedule="constant"))
     return r if target_sparsity is None else replace(r, target_sparsity=target_sparsity)
 
 
@@ -258,4 +259,5 @@ def gatedecorator_recipe(profile: Profile | str | None = None,
                                    finetune=p.finetune, decay_steps=20, finish_ticks=2)
     return GateDecoratorRecipe(model=model or p.model, target_macs=0.7, prune_fraction=0.2,
                                tick_batches=2, tick=tick, tock=replace(tock, epochs=1),
-                               tock_every=2, finetune=p.finetune, decay_steps=2, finish_ticks=1)
+                               tock_every=2, finetune=p.finetune, decay_steps=p.decay_steps,
+                               finish_ticks=2)  # N = 4 fits 2 finishing ticks of 2 steps

@@ -1,6 +1,8 @@
 """OTOv2 (DHSPG over zero-invariant groups) as a method: the host is DHSPG as OTOv2 defines it;
 with SP/DPM, DHSPG's projection hands groups to Smooth Pruning, the projections stop N steps
-before the end (so every decay finishes), and the deviations the recipe names are applied."""
+before the end (so every decay finishes), and the deviations the recipe names are applied. What
+Self-Rectifying reads, ``sr_signal``, is in the options only when it is not the default (the raw
+gradient), so the configurations, and run ids, from before the option are unchanged."""
 from __future__ import annotations
 
 from ..engine import evaluate
@@ -33,7 +35,7 @@ class OTOv2(Method):
         dpm = {} if self.sp is None else dict(
             project_until=total - recipe.decay_steps, decay=self.sp,
             lasso_while_decaying=recipe.lasso_while_decaying, l_init_at=recipe.l_init_at,
-            released=recipe.released)
+            released=recipe.released, sr_signal=self.config["options"].get("sr_signal", "gradient"))
         self.factory = DHSPG.factory(self.groups, target_sparsity=recipe.target_sparsity,
                                      tolerance=recipe.tolerance, lmbda=recipe.lmbda,
                                      lmbda_amplify=recipe.lmbda_amplify,

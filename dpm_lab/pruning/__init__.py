@@ -27,6 +27,7 @@ from .decay import DECAYING, FREE, PRUNED, RELEASED, SmoothPruning
 from .finalize import (effective_macs_params, finalize, load_pruned, removal_check,
                        remove_channels, save_pruned)
 from .groups import ChannelGroups, output_layer
+from .iterative import SCHEDULES, IterativePruning, agp_scheduler, iterative_rounds
 from .norm_sample import NormSample
 from .rectify import SelfRectifying
 from .selection import (CRITERIA, ChannelRatio, MacsTarget, accumulate_gradients, make_importance,
@@ -38,4 +39,5 @@ __all__ = ["ChannelGroups", "output_layer", "ChannelRatio", "MacsTarget", "CRITE
            "make_importance", "scores", "accumulate_gradients", "select", "SmoothPruning",
            "SelfRectifying", "single_step_prune", "remove_channels", "effective_macs_params",
            "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "ReplaceReleased", "TPPRegularizer", "filter_l1",
-           "layerwise_selection", "FREE", "DECAYING", "PRUNED", "RELEASED"]
+           "layerwise_selection", "FREE", "DECAYING", "PRUNED", "RELEASED", "IterativePruning",
+           "SCHEDULES", "agp_scheduler", "iterative_rounds"]

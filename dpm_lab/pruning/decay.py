@@ -42,7 +42,7 @@ import torch
 from ..engine import Hook, TrainState
 from ..metrics import macs_params
 from .groups import ChannelGroups
-from .rectify import SelfRectifying
+from .rectify import SelfRectifying, check_release_window
 from .selection import ChannelRatio, MacsTarget, make_importance, scores, select
 
 FREE, DECAYING, PRUNED, RELEASED = 0, 1, 2, 3
@@ -64,7 +64,13 @@ class SmoothPruning(Hook):
     (then ``target`` must be ``None``: the host owns the target).
     ``release_until``: Self-Rectifying may release only before this optimiser step (default: the
     last round; a host that requests structures itself sets it). With a ``rectifier`` it must be
-    > 0, else nothing could ever be released (raises).
+    > 0, else nothing could ever be released (raises). A decaying structure is observed by
+    Self-Rectifying after each of the N − 1 optimiser steps that follow its selection, and a
+    release needs ``rectifier.window`` observations, so N ≥ 2 needs window < N, and the first
+    possible release (window steps after the earliest decay begins) must come before
+    ``release_until``; either violation raises, naming the values. N = 1 with a rectifier is
+    allowed: nothing decays across a step, so DPM at N = 1 is SP at N = 1 (hard removal at each
+    round) by definition.
 
     From a custom training loop, call ``on_fit_start(state)`` once before the first step and
     ``after_step(state)`` after every ``optimizer.step()``, with ``state.step`` the 0-based index
@@ -104,6 +110,18 @@ class SmoothPruning(Hook):
                 f"step {self.release_until} (the last selection round, which picks replacements "
                 f"so the target holds). Give rounds after step 0, e.g. rounds=range(0, T, N) "
                 f"over the first part of T training steps, or release_until=")
+        if rectifier is not None:
+            check_release_window(decay_steps, rectifier.window)
+            # the earliest decay begins at round 0, or at step 1 for a host's request; its
+            # window-th observation comes ``window`` steps later, and must precede release_until
+            first = 0 if self.rounds and self.rounds[0] == 0 else 1
+            if decay_steps > 1 and first + rectifier.window >= self.release_until:
+                raise ValueError(
+                    f"Self-Rectifying could never release anything: a decay beginning at step "
+                    f"{first} completes its window = {rectifier.window} observations at step "
+                    f"{first + rectifier.window}, but releases are allowed only before step "
+                    f"{self.release_until}. Give a shorter window or a later release_until "
+                    f"(a later last selection round)")
         self.selector = selector
         self.rectifier, self.input_size, self.trace = rectifier, input_size, trace
         self.dense_macs, self.dense_params = macs_params(groups.model, input_size)
@@ -155,7 +173,8 @@ class SmoothPruning(Hook):
         if self.selector is not None:
             new = torch.as_tensor(self.selector(self, step), dtype=torch.long)
         else:
-            new = select(self.groups, scores(self.groups, self.criterion, self.importance),
+            new = select(self.groups, scores(self.groups, self.criterion, self.importance,
+                                             exclude=self.status != FREE),
                          self.target,
                          taken=taken, released=self.status == RELEASED,
                          input_size=self.input_size, dense_macs=self.dense_macs)

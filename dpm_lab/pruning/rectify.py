@@ -66,6 +66,23 @@ def radial_cosine(groups, entries=None) -> torch.Tensor:
     return torch.where(groups.has_bn, stats(bn), stats(entries))
 
 
+def check_release_window(decay_steps: int, window: int) -> None:
+    """Raise ``ValueError`` naming N and the window where Self-Rectifying could never release.
+
+    Why: a structure selected with N = ``decay_steps`` gets its first decay application at
+    selection and is observed (:meth:`SelfRectifying.releases`) after each of the next N − 1
+    optimiser steps, the last of them the step that zeroes it; a release needs ``window``
+    observations. With window ≥ N, DPM would silently be SP. N = 1 is allowed: nothing decays
+    across a step (the selection is zeroed at once, single-step pruning at each round), so there
+    is nothing for Self-Rectifying to observe, by definition rather than by a window too long."""
+    if decay_steps > 1 and window >= decay_steps:
+        raise ValueError(
+            f"Self-Rectifying could never release anything: with N = {decay_steps} decay steps a "
+            f"structure is observed at most N - 1 = {decay_steps - 1} times before it reaches "
+            f"zero, fewer than the window = {window} observations a release needs. Give a window "
+            f"< N (or N > {window})")
+
+
 class SelfRectifying:
     def __init__(self, t_rate: float = 0.5, t_len: float = 1.0, rule: str = "all",
                  window: int = 10, rate_reference: str = "gradient", record: bool = False,

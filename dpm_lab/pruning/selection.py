@@ -10,10 +10,13 @@ Two kinds of target:
 
 Selection is incremental: structures already decaying or pruned count toward the target, so a
 host can call it again after Self-Rectifying released some, and it picks only replacements.
-Released structures are picked again only when nothing else can meet the target.
+Released structures are picked again only when nothing else can meet the target. Such later
+rounds score with :class:`FreeNormalized`: each group's normaliser is taken over its free
+structures only, so the taken ones cannot shift the ranking of the others.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,8 +60,81 @@ class InverseImportance(tp.importance.Importance):
         return -self.importance(group)
 
 
-def scores(groups: ChannelGroups, criterion: str, importance=None) -> torch.Tensor:
+class FreeNormalized(tp.importance.Importance):
+    """``importance`` with each group's normaliser taken over the group's *free* channels only.
+
+    Torch-Pruning's magnitude, BN and Taylor importances divide a group's scores by a statistic of
+    the whole group (``normalizer``: ``"mean"`` by default; the DepGraph host uses ``"max"``), so
+    that groups can be ranked against each other. After the first selection round a group also
+    holds structures that are decaying, zeroed or released (these keep partly decayed weights);
+    in the whole-group mean they would deflate the statistic and inflate the scores of the
+    group's free structures, pushing replacements away from the groups already pruned. Here the
+    raw scores (``normalizer=None``) of the whole group are divided by the statistic of its free
+    channels, which is what the importance computes once the taken structures are removed: a
+    free structure's score then depends on free structures alone, and the taken ones keep a
+    score on the same scale (released ones are ranked among themselves by it).
+
+    ``free``: ``{root module: bool tensor over the group's root channels}`` (see
+    :func:`free_channels`), or ``None`` while every channel is free; a host may reassign it
+    between calls. With every channel free the result is the importance's own, bit for bit (the
+    same tensor divided by the same statistic). A group without free channels keeps the
+    whole-group statistic (its scores then order nothing that can still be picked).
+    """
+
+    STATISTICS = {"mean": torch.mean, "max": torch.max, "sum": torch.sum}
+
+    def __init__(self, importance, free: dict | None = None):
+        normalizer = getattr(importance, "normalizer", None)
+        if normalizer is not None and normalizer not in self.STATISTICS:
+            raise ValueError(f"normalizer {normalizer!r} cannot be restricted to free channels; "
+                             f"use one of: None, {', '.join(map(repr, self.STATISTICS))}")
+        self.normalizer, self.free, self.raw = normalizer, free, importance
+        if normalizer is not None:
+            self.raw = copy.copy(importance)
+            self.raw.normalizer = None
+
+    def __call__(self, group):
+        imp = self.raw(group)
+        if imp is None or self.normalizer is None:
+            return imp
+        basis = imp
+        if self.free is not None:
+            root = group[0].dep.target.module
+            if root not in self.free:
+                raise KeyError(f"no free-channel mask for the group rooted at {root!r}; "
+                               "build free with free_channels() from the same model's groups")
+            free = self.free[root].to(imp.device)
+            if free.any():
+                basis = imp[free]
+        return imp / self.STATISTICS[self.normalizer](basis)
+
+
+def free_channels(groups: ChannelGroups, free: torch.Tensor) -> dict:
+    """``{root module: bool per root channel}`` for :class:`FreeNormalized` from a bool ``[S]``
+    per structure (a structure of a group with channel blocks, or a head, covers several root
+    channels)."""
+    free = free.cpu()
+    return {g[0].dep.target.module: free[meta.offset + meta.position]
+            for g, meta in zip(groups.groups_tp, groups.groups)}
+
+
+def free_normalized(importance, free: dict | None = None):
+    """``importance`` normalised over free channels (:class:`FreeNormalized`); an
+    :class:`InverseImportance` negates the normalised scores of the importance it wraps."""
+    if isinstance(importance, InverseImportance):
+        return InverseImportance(free_normalized(importance.importance, free))
+    return FreeNormalized(importance, free)
+
+
+def scores(groups: ChannelGroups, criterion: str, importance=None,
+           exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Importance ``[S]`` of every structure under ``criterion`` (higher = more important).
+
+    ``exclude``: bool ``[S]`` of structures already decaying, pruned or released, for a later
+    selection round. They are left out of each group's normaliser (:class:`FreeNormalized`), so
+    their values, zero or partly decayed, leave the free structures' scores unchanged; the free
+    ones rank as they would with the excluded ones removed. With nothing excluded the scores are
+    the criterion's own, bit for bit, so a step-0 selection is the same with or without it.
 
     A gradient criterion (``taylor``: |w · ∂L/∂w| per structure) with no gradient present would
     rank every structure as zero, i.e. at random; that raises instead, saying how to provide one.
@@ -67,7 +143,10 @@ def scores(groups: ChannelGroups, criterion: str, importance=None) -> torch.Tens
         raise ValueError(f"criterion {criterion!r} ranks by weight x gradient, but the model has no "
                          "gradients: call dpm_lab.pruning.accumulate_gradients(model, loader) "
                          "before selecting (the pipelines do, for the step-0 selection)")
-    return groups.importance(importance or make_importance(criterion))
+    importance = importance or make_importance(criterion)
+    if exclude is not None:
+        importance = free_normalized(importance, free_channels(groups, ~exclude.cpu().bool()))
+    return groups.importance(importance)
 
 
 def accumulate_gradients(model: torch.nn.Module, loader, batches: int = 4, device=None) -> None:
