@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 TORCH_INDEX ?=
 CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: help train test lab bench constraints clean-venv
+.PHONY: help train test lab notebooks bench constraints clean-venv
 
 help: ## list the targets (the default)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,11 @@ test: $(STAMP) ## whole test suite: unit tests and every notebook (nbval), in th
 
 lab: $(STAMP) ## JupyterLab on notebooks/, DPM_LAB_HOME = this folder (notebooks and CLI share runs)
 	DPM_LAB_HOME="$(CURDIR)" $(PYTHON) -m jupyter lab --notebook-dir=notebooks
+
+# PROFILE for `make notebooks`: smoke (the default) takes minutes; mini trains for hours.
+PROFILE ?= smoke
+notebooks: $(STAMP) ## execute every notebook in place (papermill, outputs kept, to commit); PROFILE=smoke|mini
+	$(PYTHON) tools/execute_notebooks.py --profile $(PROFILE)
 
 bench: $(STAMP) ## throughput and DPM-overhead benchmarks
 	$(PYTHON) benchmarks/throughput.py

@@ -19,7 +19,9 @@ that no process holds, whichever host wrote them.
 
 Limits. The locks are advisory: they bind only the processes that take them (this module). They
 belong to the open file description, so a child forked while a claim is held holds it too
-until it exits; sweep workers are spawned, not forked. Across hosts they
+until it exits: sweep workers are spawned, not forked, but DataLoader workers started (forked)
+inside a claimed phase or a :func:`writing` block inherit its lock, so a claim whose process
+died stays held until they exit too. Across hosts they
 work only where the shared file system implements them. On NFS, Linux emulates ``flock`` with
 the server's byte-range locks: that needs NFSv4, or NFSv3 with lockd running (a ``nolock`` mount
 keeps locks local to each host, and then two hosts can hold one claim), and a host that crashes
@@ -148,6 +150,9 @@ def writing(path):
     left as it was."""
     path = Path(path).absolute()
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    if tmp in _held:  # the same temporary: a second lock of our own would wait forever
+        raise RuntimeError(f"{path} is already being written by this process; writing() of one "
+                           "path does not nest")
     _held[tmp] = _lock(tmp, wait=True)
     try:
         yield tmp

@@ -10,6 +10,10 @@ and what is allowed, as does a state of the user's files the package detects
 other exception (a bug, CUDA out of memory, a Torch-Pruning internal) is not bad input and always
 shows its traceback.
 
+A bare ``python -m dpm_lab`` prints the usage and the list of commands and exits with status 0:
+asking what the commands are is not an error. A mistyped option is refused with the closest
+known option of its command ("did you mean --t-rate?").
+
 ``run`` and ``sweep`` also take an experiment file (``configs/``, see
 :mod:`dpm_lab.experiment_file`): its fields are the same options, a list being a grid axis, and
 options given beside the file replace the file's values of those fields. ``run`` builds the
@@ -18,7 +22,9 @@ file's grid by the sweep's rules and refuses a file that expands to more than on
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+import textwrap
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +45,33 @@ from .runspec import HOSTS, METHODS, RECIPE_FIELDS, SR_DEFAULTS, TPP_METHODS, Ru
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown option is refused with the closest known option of
+        its command (argparse before Python 3.14 names none)."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}"
+                       + _did_you_mean(self, getattr(parsed, "command", None), unknown))
+        return parsed
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, command: str | None, unknown) -> str:
+    """"; did you mean --t-rate?" for each unknown option that is close to one of ``command``'s
+    options (``parser``'s own where there is no command)."""
+    commands = next((a.choices for a in parser._actions
+                     if isinstance(a, argparse._SubParsersAction)), {})
+    known = [o for a in commands.get(command, parser)._actions for o in a.option_strings]
+    hints = {}
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, known, n=1) if name.startswith("-") else []
+        if close:
+            hints[name] = close[0]
+    if len(hints) == 1:
+        return f"; did you mean {next(iter(hints.values()))}?"
+    return ("; did you mean " + ", ".join(f"{o} for {n}" for n, o in hints.items()) + "?"
+            if hints else "")
 
 
 def _number(kind, test, allowed: str):
@@ -136,8 +169,9 @@ RUN_OPTIONS = [
     (("--rule",), "rule", dict(choices=RULES, help="dpm: release when all or any signal is over "
                                                    f"its threshold (default {SR_DEFAULTS['rule']})")),
     (("--window",), "window", dict(type=_positive_int, help="dpm: steps of the moving average of "
-                                                            "C_rate and C_len (default "
-                                                            f"{SR_DEFAULTS['window']})")),
+                                                            "C_rate and C_len (default per "
+                                                            f"profile: {SR_DEFAULTS['window']}; "
+                                                            "smoke 2)")),
     (("--rate-reference",), "rate_reference",
      dict(choices=RATE_REFERENCES, help="dpm: what C_rate is measured against "
                                         f"(default {SR_DEFAULTS['rate_reference']})")),
@@ -167,6 +201,55 @@ RUN_OPTIONS = [
 ]
 
 
+# ``run --help`` and ``sweep --help`` list the options in these groups, in this order: a reader
+# looking for what applies to one host finds it under that host's heading. An option of
+# RUN_OPTIONS missing here lands in the common group (tests/test_cli.py checks none is).
+OPTION_GROUPS = {
+    "common options": ("where runs go, the method, the model and data, the training recipe",
+                       ("host", "method", "seed", "model", "dataset", "epochs", "lr", "schedule",
+                        "nesterov", "label_smoothing", "weight_decay", "val_fraction")),
+    "core (--host core)": ("DPM's own selection, and SP's and DPM's schedule (also --host "
+                           "depgraph)",
+                           ("target_macs", "channel_ratio", "layer_ratio", "criterion",
+                            "calibration_batches", "prune_phase", "decay_steps",
+                            "iterative_steps", "prune_schedule")),
+    "Self-Rectifying (--method dpm, tpp+dpm)": ("when a decaying structure is released",
+                                                ("t_rate", "t_len", "rule", "window",
+                                                 "rate_reference")),
+    "DepGraph (--host depgraph)": ("Torch-Pruning's group_sl", ("sparse_learning", "speedup")),
+    "OTOv2 (--host otov2)": ("DHSPG, and what DPM changes in it",
+                             ("target_sparsity", "lasso_while_decaying", "l_init_at", "released",
+                              "sr_signal")),
+    "Gate Decorator (--host gatedecorator)": ("gated BN and Tick-Tock", ("gate_decay",)),
+}
+RUN_EXAMPLES = """examples:
+  python -m dpm_lab run --profile smoke --method dpm
+  python -m dpm_lab run --method sp --target-macs 0.25 --seed 1
+  python -m dpm_lab run --host depgraph --method dpm --no-sl
+  python -m dpm_lab run --host otov2 --method dpm --lasso-while-decaying off
+  python -m dpm_lab run configs/mini/core_comparison.toml --method dpm --seed 0 --target-macs 0.5
+"""
+SWEEP_EXAMPLES = """examples:
+  python -m dpm_lab sweep --profile smoke --method sp dpm --seed 0 1
+  python -m dpm_lab sweep --method dpm --t-rate 0.25 0.5 1 --workers 2
+  python -m dpm_lab sweep configs/mini/core_comparison.toml
+  python -m dpm_lab sweep configs/ablations/window.toml --cluster slurm --partition gpu
+"""
+
+
+def _run_options(p: argparse.ArgumentParser, **extra) -> dict:
+    """RUN_OPTIONS on ``p`` (``run`` or ``sweep``), in the argument groups of OPTION_GROUPS;
+    returns the groups by title."""
+    groups = {title: p.add_argument_group(title, text)
+              for title, (text, _) in OPTION_GROUPS.items()}
+    where = {dest: groups[title] for title, (_, dests) in OPTION_GROUPS.items() for dest in dests}
+    common = groups["common options"]
+    _places(common)
+    for flags, dest, kw in RUN_OPTIONS:
+        where.get(dest, common).add_argument(*flags, dest=dest, default=None, **kw, **extra)
+    return groups
+
+
 def _places(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                    help="smoke (seconds), mini (minutes on CPU) or paper (published recipe, GPU); "
@@ -188,11 +271,15 @@ def _experiment_file(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m dpm_lab", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m dpm_lab",
+                     description="The DPM pruning lab: train dense models, prune them (run, "
+                                 "sweep, main-job), and read the records back (report, figures).",
+                     epilog="python -m dpm_lab COMMAND --help lists a command's options.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of bad-input errors too (given before the "
                              "command); unexpected errors always show theirs")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND",
+                                parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a dense model; write checkpoint, record and figure")
     _places(train)
@@ -203,21 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(*flags[:1], dest=dest, default=None, **{**kw, "help": text})
     train.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
 
-    run = sub.add_parser("run", help="dense (reused) -> prune with a method -> train -> record")
+    text = "dense (reused) -> prune with a method -> train -> record"
+    run = sub.add_parser("run", help=text, description=text, epilog=RUN_EXAMPLES,
+                         usage="%(prog)s [file] [options]",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _experiment_file(run)
-    _places(run)
-    for flags, dest, kw in RUN_OPTIONS:
-        run.add_argument(*flags, dest=dest, default=None, **kw)
-    run.add_argument("--no-sl", dest="sparse_learning", action="store_const", const=False,
-                     help="depgraph: skip sparse learning (same as --sparse-learning off)")
-    run.add_argument("--no-figure", action="store_true", help="do not draw the training curve")
+    groups = _run_options(run)
+    groups["DepGraph (--host depgraph)"].add_argument(
+        "--no-sl", dest="sparse_learning", action="store_const", const=False,
+        help="depgraph: skip sparse learning (same as --sparse-learning off)")
+    groups["common options"].add_argument("--no-figure", action="store_true",
+                                          help="do not draw the training curve")
 
-    sweep = sub.add_parser("sweep", help="every combination of the given values, resumable: "
-                                         "finished runs are read back")
+    text = "every combination of the given values, resumable: finished runs are read back"
+    sweep = sub.add_parser("sweep", help=text, description=text + "; every option takes one or "
+                           "more values", epilog=SWEEP_EXAMPLES,
+                           usage="%(prog)s [file] [options]",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _experiment_file(sweep)
-    _places(sweep)
-    for flags, dest, kw in RUN_OPTIONS:
-        sweep.add_argument(*flags, dest=dest, default=None, nargs="+", **kw)
+    _run_options(sweep, nargs="+")
+    sweep = sweep.add_argument_group("running the grid")
     sweep.add_argument("--workers", type=_positive_int, default=1,
                        help="processes running grid points at once, claiming them through the "
                             "results folder (default 1)")
@@ -248,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--results-dir", default=None,
                       help="records to draw from (default: the repository's results/reference)")
     figs.add_argument("--out", default=None,
-                      help="folder for the figures (default: the repository's figures/reference)")
+                      help="folder for the figures (default: $DPM_LAB_HOME/figures, else "
+                           "./figures; with --reference, the repository's figures/reference)")
+    figs.add_argument("--reference", action="store_true",
+                      help="redraw the committed reference figures in the repository's "
+                           "figures/reference (tracked files), instead of ./figures")
 
     main_job = sub.add_parser("main-job", help="the main job (make train): the dense model "
                                                "(trained or reused) pruned with DPM to 0.5x MACs; "
@@ -267,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare `python -m dpm_lab`: how to use it, not an error
+        parser.print_help()
+        return 0
     # under torchrun: one DDP process group for train/run/sweep (a no-op in a single process)
     launched = args.command in ("train", "run", "sweep") and distributed.init_from_env()
     try:
@@ -461,10 +561,13 @@ def _drop_inapplicable(spec: RunSpec, dropped: set) -> RunSpec:
 
 def _figures(args) -> int:
     from .paper_figures import draw_all
-    from .paths import reference_dir
+    from .paths import figures_dir, reference_dir
 
     source = Path(args.results_dir) if args.results_dir else reference_dir("results")
-    out = Path(args.out) if args.out else reference_dir("figures")
+    # the committed figures are rewritten only when asked: by default a redraw goes where a
+    # user's figures go, and a diff against figures/reference shows what changed
+    out = Path(args.out) if args.out else (reference_dir("figures") if args.reference
+                                           else figures_dir())
     if source is None or out is None:
         raise ValueError("no results/reference or figures/reference folder found from the "
                          "working directory upwards; run inside the repository or pass "
@@ -476,9 +579,27 @@ def _figures(args) -> int:
     return 0
 
 
+def _table(frame, digits: int = 3, pvalues=("p", "p_holm")) -> str:
+    """A report table as printed: columns with no value in any row left out, a cell without a
+    value (a knob that does not apply to the row's method) shown as "-", p-values to 4 digits."""
+    from pandas.api.types import is_numeric_dtype
+
+    frame = frame.dropna(axis=1, how="all")
+    frame = frame.round(digits).assign(**{c: frame[c].round(4) for c in pvalues if c in frame})
+    for c in [c for c in frame if not is_numeric_dtype(frame[c])]:  # None as well as NaN
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), "-")
+    return frame.to_string(index=False, na_rep="-")
+
+
+# the Self-Rectifying table's columns that report prints beside its knobs; the rest (revisions,
+# spreads, family size) are in the tables above or in the heading
+SR_COLUMNS = ("seeds", "dpm", "sp", "released", "release_events", "released_pct", "pruned_pct",
+              "diff", "ci95_low", "ci95_high", "p", "p_holm", "holm_low", "holm_high", "claim")
+
+
 def _report(args) -> int:
     from . import figures
-    from .paths import reference_dir
+    from .paths import reference_dir, results_dir
     from .stats import ALPHA
 
     source = args.results_dir
@@ -487,16 +608,18 @@ def _report(args) -> int:
         if source is None:
             raise ValueError("no results/reference folder found from the working directory "
                              "upwards; run report inside the repository or pass --results-dir")
+    where = (Path(source or results_dir()) / args.profile).resolve()
     found = figures.report(args.profile, source, args.out)
     if not found:
-        raise ValueError(f"no {args.profile}-profile pruning records under "
-                         f"{source or '$DPM_LAB_HOME/results'}; run `sweep` or `run` first")
+        raise ValueError(f"no {args.profile}-profile pruning records under {where}; run `sweep` "
+                         "or `run` first")
+    print(f"records: {where}")
     for name, table, path, notes, pairs, sr in found:
-        figure = f"; figure {path}" if path else ""
+        figure = f"; figure {Path(path).resolve()}" if path else ""
         print(f"== {name} ({args.profile}): mean ± std over seeds{figure}")
         for line in notes:
-            print(f"   {line}")
-        print(table.round(3).to_string(index=False))
+            print(textwrap.fill(line, 100, initial_indent="   ", subsequent_indent="     "))
+        print(_table(table))
         if not pairs.empty:
             print(f"-- {name}: paired differences of final top-1 over seeds; Holm within this "
                   f"table, family m = {pairs['m'].iloc[0]}: 95 % t-interval, paired t-test p, "
@@ -504,15 +627,17 @@ def _report(args) -> int:
             knobs = [c for c in pairs if c.endswith("_a") and not c.startswith("config_id")]
             cols = ["comparison", "target", *knobs, "seeds", "diff", "diff_std", "ci95_low",
                     "ci95_high", "p", "p_holm", "holm_low", "holm_high", "claim"]
-            print(pairs[cols].round(3)
-                  .assign(p=pairs["p"].round(4), p_holm=pairs["p_holm"].round(4))
-                  .to_string(index=False))
+            print(_table(figures.by_target(pairs.assign(method=pairs["comparison"]))[cols]))
         if not sr.empty:
-            family = f"; Holm within this table, family m = {sr['m'].iloc[0]}" if "m" in sr else ""
+            knobs = [c for c in sr if c in figures.describe_columns()]
+            shown = [c for c in knobs if sr[c].nunique(dropna=False) > 1] or ["target"]
+            same = ", ".join(f"{c}={sr[c].iloc[0]}" for c in knobs if c not in shown)
+            family = (f"; Holm within this table, family m = {sr['m'].iloc[0]} at confidence "
+                      f"{sr['holm_conf'].min():.3g}-{sr['holm_conf'].max():.3g}" if "m" in sr
+                      else "")
             print(f"-- {name}: Self-Rectifying, each DPM setting paired with SP under its criterion "
                   "(validation top-1 where a split was held out; *_pct: mean dense-L2 percentile"
-                  f"{family})")
-            print(sr.drop(columns=["config_id"]).round(2)
-                  .assign(**{c: sr[c].round(4) for c in ("p", "p_holm") if c in sr})
-                  .to_string(index=False))
+                  f"{family}); every row: {same}")
+            print(_table(figures.by_target(sr)[shown + [c for c in SR_COLUMNS if c in sr]],
+                         digits=2))
     return 0

@@ -80,7 +80,8 @@ class Profile:
     notes: str = ""
     extra: dict = field(default_factory=dict)
     # Self-Rectifying defaults this profile sets over ``runspec.SR_DEFAULTS`` (``smoke`` only:
-    # its decays are shorter than the default window; validated where a run is resolved)
+    # its decays are shorter than the default window). The names are checked here (a typo would
+    # otherwise do nothing), the values where a run is resolved
     self_rectifying: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -89,6 +90,11 @@ class Profile:
         _check(isinstance(self.self_rectifying, dict),
                f"self_rectifying must be a dict of Self-Rectifying options, got "
                f"{self.self_rectifying!r}")
+        if self.self_rectifying:  # imported here: the pruning package imports this module
+            from .pruning.rectify import OPTIONS
+            unknown = sorted(set(self.self_rectifying) - set(OPTIONS))
+            _check(not unknown, f"unknown Self-Rectifying option(s) {', '.join(map(repr, unknown))}"
+                                f" in self_rectifying; choose from: {', '.join(OPTIONS)}")
         _check(0 <= self.val_fraction < 1,
                f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
 

@@ -12,6 +12,7 @@ reported in one line naming the file, the field and what is allowed.
 from __future__ import annotations
 
 import argparse
+import difflib
 import tomllib
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def load_experiment(path: str | Path) -> dict[str, list]:
     axes = {}
     for name, value in table.items():
         if name not in FILE_FIELDS:
-            raise ValueError(f"{path}: unknown field {name!r}; allowed fields: "
-                             f"{', '.join(FILE_FIELDS)}")
+            raise ValueError(f"{path}: unknown field {name!r}{_did_you_mean(name)}; allowed "
+                             f"fields: {', '.join(FILE_FIELDS)}")
         if name == "description":
             if not isinstance(value, str):
                 raise ValueError(f"{path}: field description must be a string, got {value!r}")
@@ -51,6 +52,20 @@ def load_experiment(path: str | Path) -> dict[str, list]:
             raise ValueError(f"{path}: field {name} is an empty list; give a value or a list")
         axes[name] = [_parsed(path, name, v) for v in values]
     return axes
+
+
+# a field written as its command-line option ("targets", "t-rate") names the field it stands for
+_OPTION_FIELDS = {flag.lstrip("-").replace("-", "_"): dest
+                  for flags, dest, _ in RUN_OPTIONS for flag in flags}
+
+
+def _did_you_mean(name: str) -> str:
+    """" (did you mean 't_rate'?)" for a field name close to a field's, or to an option's."""
+    key = name.lstrip("-").replace("-", "_")
+    if key in _OPTION_FIELDS and _OPTION_FIELDS[key] != name:
+        return f" (did you mean {_OPTION_FIELDS[key]!r}?)"
+    close = difflib.get_close_matches(key, list(FILE_FIELDS) + list(_OPTION_FIELDS), n=1)
+    return f" (did you mean {_OPTION_FIELDS.get(close[0], close[0])!r}?)" if close else ""
 
 
 def _parsed(path: str | Path, name: str, value):

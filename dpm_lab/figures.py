@@ -90,39 +90,213 @@ def varying(table: pd.DataFrame, keep=("method", "target")) -> list[str]:
     return [c for c in knobs if c in keep or table[c].nunique(dropna=False) > 1]
 
 
+def distinguishing(table: pd.DataFrame, keep=("method", "target")) -> list[str]:
+    """The knob columns a reader needs to tell the rows of ``table`` apart (plus ``keep``): those
+    whose set values differ between rows, and those set in one configuration of a method and
+    left at its default in another (TPP × DPM's release rule). A knob that takes one value
+    wherever it applies (N = 84 for SP and DPM) is said once instead (``common_knobs``)."""
+    knobs = [c for c in describe_columns() if c in table]
+    return [c for c in knobs if c in keep or table[c].dropna().nunique() > 1
+            or table.groupby("method")[c].nunique(dropna=False).gt(1).any()]
+
+
+def common_knobs(table: pd.DataFrame) -> dict:
+    """The knobs left out by ``distinguishing``, each with its one value (where it applies)."""
+    shown = distinguishing(table)
+    return {c: table[c].dropna().iloc[0] for c in describe_columns()
+            if c in table and c not in shown and table[c].notna().any()}
+
+
+def by_target(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` sorted by method (in ``METHOD_STYLE``'s order), then by the kind of target and
+    its number ("MACs 0.1" before "MACs 0.25" before "MACs 0.5", not as text)."""
+    order = {m: i for i, m in enumerate(METHOD_STYLE)}
+    target = table["target"].astype(str)
+    number = pd.to_numeric(target.str.extract(r"(\d+(?:\.\d+)?)")[0], errors="coerce")
+    method = table["method"] if "method" in table else pd.Series("", index=table.index)
+    keys = pd.DataFrame({"m": method.map(order).fillna(len(order)),
+                         "kind": target.str.replace(r"\d+(?:\.\d+)?", "#", regex=True),
+                         "n": number}, index=table.index)
+    return table.loc[keys.sort_values(["m", "kind", "n"], kind="stable").index]
+
+
 def describe_columns() -> list[str]:
     return list(describe({"kind": "dense", "model": "", "data": {"dataset": "", "val_fraction": 0},
                           "train": {"epochs": 0}}))
 
 
-# Methods drawn apart from the circles and solid lines of the others, whatever colour their series
-# gets: iterative pruning, the baseline that removes in rounds, as diamonds on a dashed line.
-METHOD_STYLES = {"iterative": {"marker": "D", "ls": "--"}}
+# ---- one look for every figure ---------------------------------------------------------------
+# One colour and marker per method, the same in every figure, from seaborn's colour-blind palette:
+# a reader who learns that DPM is the blue circle in one figure reads every other one the same way.
+# Variants of one method (OTOv2's DHSPG deviations, TPP × DPM's release rule) keep its colour and
+# marker and differ in fill and line style (``series_styles``); iterative pruning, the baseline
+# that removes in rounds, is also dashed.
+_CB = sns.color_palette("colorblind")
+METHOD_STYLE = {
+    "dpm": {"color": _CB[0], "marker": "o", "ls": "-"},
+    "sp": {"color": _CB[1], "marker": "s", "ls": "-"},
+    "single-step": {"color": _CB[7], "marker": "^", "ls": "-"},
+    "iterative": {"color": _CB[2], "marker": "D", "ls": "--"},
+    "host": {"color": _CB[5], "marker": "v", "ls": "-"},
+    "tpp": {"color": _CB[4], "marker": "P", "ls": "-"},
+    "tpp+dpm": {"color": _CB[3], "marker": "X", "ls": "-"},
+    "dense": {"color": "black", "marker": "*", "ls": ":"},
+}
+OTHER_STYLE = {"color": "dimgrey", "marker": ".", "ls": "-"}   # a method this table does not know
+_FILLS = ("full", "none", "left", "bottom", "right", "top")
+_DASHES = ("-", "--", ":", "-.")
+METHOD_NAMES = {"single-step": "single-step", "sp": "SP", "dpm": "DPM", "iterative": "iterative",
+                "tpp": "TPP", "tpp+dpm": "TPP × DPM", "host": "host alone", "dense": "dense"}
+HOST_NAMES = {"depgraph": "DepGraph", "otov2": "OTOv2", "gatedecorator": "Gate Decorator"}
+# knob values as a legend says them; other knobs read "<format> value" (KNOB_FORMATS)
+KNOB_WORDS = {
+    "lasso_while_decaying": {True: "lasso on while decaying", False: "lasso off while decaying"},
+    "l_init_at": {"projection": "L_init at the projection test",
+                  "trial": "L_init at the trial point"},
+    "on_release": {"stay": "released stay in G_p", "leave": "released leave G_p",
+                   "replace": "released replaced", None: "released not replaced (default)"},
+    "sr_signal": {"gradient": "SR reads the loss gradient", "update": "SR reads DHSPG's step"},
+    "gate_decay": {"gate": "gates decay", "gate+filter": "gates and filters decay"},
+    "rule": {"all": "release when both signals pass", "any": "release when either passes"},
+    "prune_schedule": {"linear": "linear removal rounds", "agp": "cubic (AGP) removal rounds"},
+}
+KNOB_FORMATS = {"criterion": "{} criterion", "N": "N = {}", "t_rate": "T_rate = {}",
+                "t_len": "T_len = {}", "window": "window of {} steps", "k": "{} removal rounds",
+                "rate_reference": "C_rate against the {}", "epochs": "{} epochs", "lr": "lr {}",
+                "schedule": "{} schedule", "target": "{}", "label_smoothing": "label smoothing {}",
+                "nesterov": "Nesterov {}", "val_fraction": "validation fraction {}"}
+
+
+def method_style(method) -> dict:
+    """``METHOD_STYLE`` of ``method`` (a copy; ``OTHER_STYLE`` for a method it does not list)."""
+    return dict(METHOD_STYLE.get(method, OTHER_STYLE))
+
+
+def series_styles(methods) -> list[dict]:
+    """Per series (its method, in drawing order): the method's colour and marker; the second and
+    later series of one method get the next marker fill and line style, so that variants stay
+    apart without leaving their method's colour."""
+    seen: dict = {}
+    styles = []
+    for m in methods:
+        n = seen[m] = seen.get(m, -1) + 1
+        style = method_style(m)
+        if n:
+            style.update(fillstyle=_FILLS[n % len(_FILLS)],
+                         ls=_DASHES[(_DASHES.index(style["ls"]) + n) % len(_DASHES)])
+        styles.append(style)
+    return styles
+
+
+def method_label(method, host=None) -> str:
+    """A method in words; under a host, as the paper's tables name it ("OTOv2 + DPM")."""
+    if host in HOST_NAMES:
+        return HOST_NAMES[host] + ("" if method == "host"
+                                   else f" + {METHOD_NAMES.get(method, method)}")
+    return METHOD_NAMES.get(method, str(method))
+
+
+def knob_label(knob: str, value) -> str:
+    """One knob's value in words ("lasso off while decaying", "N = 84"); a missing value, where
+    other configurations of the method set the knob, is its default (``KNOB_WORDS[knob][None]``
+    where the default has words)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return KNOB_WORDS.get(knob, {}).get(None, f"{knob.replace('_', ' ')} at its default")
+    words = KNOB_WORDS.get(knob, {})
+    if isinstance(value, (bool, np.bool_, str)) and value in words:
+        return words[value]
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return KNOB_FORMATS.get(knob, knob.replace("_", " ") + " {}").format(text)
+
+
+def series_label(method, knobs: dict | None = None, host=None) -> str:
+    """A series' legend entry: the method in words, then its knobs in words."""
+    return ", ".join([method_label(method, host)]
+                     + [knob_label(k, v) for k, v in (knobs or {}).items()])
+
+
+MIN_MACS_SPAN = 0.1  # an axis of MACs kept spans at least this fraction of the dense model's
+
+
+def macs_axis(ax, values, axis: str = "x", min_span: float = MIN_MACS_SPAN) -> float:
+    """Limits of a MACs-kept axis at least ``min_span`` wide around ``values``, so that
+    configurations that reach one target within 0.002 of each other sit together instead of
+    across the whole axis. Returns the span drawn."""
+    v = np.asarray(pd.Series(values).dropna(), dtype=float)
+    if not len(v):
+        return min_span
+    lo, hi = v.min(), v.max()
+    pad = max(min_span - (hi - lo), 0) / 2 + 0.05 * max(hi - lo, min_span)
+    low = lo - pad
+    if low <= 0 and getattr(ax, f"get_{axis}scale")() == "log":
+        low = lo / 2
+    getattr(ax, f"set_{axis}lim")(low, hi + pad)
+    return hi + pad - low
+
+
+def dodge(values, step: float) -> tuple[np.ndarray, str]:
+    """Positions on a MACs axis for points closer than ``step`` to a neighbour (one target
+    reached by several methods): spread ``step`` apart around their mean, in order of MACs, so
+    that their intervals do not cover each other. Returns the positions and the note a figure
+    that moved any point carries ("" when none moved)."""
+    v = np.asarray(values, dtype=float)
+    pos = v.copy()
+    order = np.argsort(v, kind="stable")
+    clusters = []
+    for i in order:
+        if clusters and v[i] - v[clusters[-1][-1]] < step:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    for c in (c for c in clusters if len(c) > 1):
+        pos[c] = v[c].mean() + (np.arange(len(c)) - (len(c) - 1) / 2) * step
+    moved = bool(np.any(np.abs(pos - v) > 1e-12))
+    return pos, (f"points closer than {step:.3g} in MACs are drawn side by side, {step:.3g} "
+                 "apart, around their mean MACs" if moved else "")
+
+
+def method_knobs(table: pd.DataFrame, row) -> dict:
+    """The knobs, other than the target, that tell ``row``'s configuration apart from the other
+    configurations of its method in the summary ``table`` (OTOv2's DHSPG deviations, say)."""
+    same = table[table["method"] == row["method"]]
+    return {k: row[k] for k in varying(same, keep=()) if k != "target"}
 
 
 def accuracy_vs_macs(records: pd.DataFrame, out=None, title: str = "", show: bool = False) -> Path:
     """Final top-1 (mean ± std over seeds) against the kept fraction of MACs (± std). One line per
-    series of configurations that differ only in their target, labelled by the knobs that differ
-    between series; the dense accuracy as a reference band."""
+    series of configurations that differ only in their target, in its method's colour and marker
+    (``METHOD_STYLE``) and labelled in words by the knobs that tell it from its method's other
+    series; the dense accuracy as a reference band. The MACs axis spans at least
+    ``MIN_MACS_SPAN``, and points of one target are drawn side by side (``dodge``, said under the
+    axes)."""
     s = summarize(records)
     knobs = [c for c in varying(s, keep=("method",)) if c != "target"]
+    host = s["host"].iloc[0] if "host" in s else None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for i, (key, d) in enumerate(s.groupby(knobs, sort=False, dropna=False)):
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{v}" if k == "method" else f"{k}={v}" for k, v in zip(knobs, key))
+    ax.set_xscale("log")
+    macs_axis(ax, s["macs_ratio"])
+    # side by side in log units: the axis is logarithmic
+    pos, moved = dodge(np.log10(s["macs_ratio"]), 0.02 * np.log10(ax.get_xlim()[1] /
+                                                                    ax.get_xlim()[0]))
+    s = s.assign(x=10 ** pos)
+    series = list(s.groupby(knobs, sort=False, dropna=False))
+    styles = series_styles(d["method"].iloc[0] for _, d in series)
+    for (_, d), style in zip(series, styles):
         d = d.sort_values("macs_ratio")
-        style = {"marker": "o", **METHOD_STYLES.get(dict(zip(knobs, key)).get("method"), {})}
-        ax.errorbar(d["macs_ratio"], d["final_mean"], yerr=d["final_std"].fillna(0),
-                    xerr=d["macs_std"].fillna(0), capsize=3, label=label,
-                    color=sns.color_palette()[i % 10], **style)
+        ax.errorbar(d["x"], d["final_mean"], yerr=d["final_std"].fillna(0),
+                    xerr=d["macs_std"].fillna(0), capsize=3, mec=style["color"],
+                    label=series_label(d["method"].iloc[0], method_knobs(s, d.iloc[0]), host),
+                    **style)
     dense = records.drop_duplicates("dense_run_id")["dense_top1"].dropna() \
         if "dense_run_id" in records else pd.Series(dtype=float)
     if len(dense):
         ax.axhspan(dense.mean() - dense.std(ddof=0), dense.mean() + dense.std(ddof=0),
                    color="grey", alpha=0.2, label=f"dense {dense.mean():.1f}%")
-    ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%)", xscale="log",
-           title=title)
+    ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%)", title=title)
     ax.legend(fontsize=8)
+    if moved:
+        ax.text(0, -0.16, moved.replace(" in MACs", " in log10 MACs"), transform=ax.transAxes,
+                fontsize=6, color="dimgrey", va="top")
     provenance_footnote(fig, records)
     path = _save(fig, "accuracy_vs_macs.png" if out is None else Path(out).name, out)
     if not show:
@@ -152,7 +326,9 @@ def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> p
         knobs = describe(g["config"].iloc[0])
         pct = pd.DataFrame(list(g["importance_percentiles"].dropna())) \
             if "importance_percentiles" in g else pd.DataFrame()
-        row = {**{k: knobs[k] for k in SR_KNOBS}, "seeds": g["seed"].nunique(),
+        row = {**{k: knobs[k] for k in SR_KNOBS},
+               **{k: knobs[k] for k in describe_columns() if k not in SR_KNOBS},
+               "seeds": g["seed"].nunique(),
                "dpm": g[metric].mean(), "released": g["released"].mean(),
                "release_events": g["releases"].map(len).mean() if "releases" in g else np.nan,
                "released_pct": pct["released"].mean() if "released" in pct else np.nan,
@@ -165,6 +341,9 @@ def self_rectifying_table(records: pd.DataFrame, metric: str = "final_val") -> p
                        p=p["p"])
         rows.append({**row, "revisions": ", ".join(revisions(g)), "config_id": cid})
     table = pd.DataFrame(rows)
+    # knobs beyond SR's only where the DPM configurations differ in them (OTOv2's variants)
+    table = table.drop(columns=[k for k in describe_columns() if k not in SR_KNOBS and k in table
+                                and table[k].nunique(dropna=False) < 2])
     if "p" not in table:  # no DPM setting has SP runs to pair with
         return table
     return adjust(table.assign(seeds=table["paired_seeds"])).assign(seeds=table["seeds"])
@@ -263,7 +442,6 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
     each method with the baselines run for run over seeds, Holm-adjusted over the folder's table
     (its family size in column ``m``); ``self_rectifying`` is ``self_rectifying_table`` on
     validation top-1 where every run held a split out (else test)."""
-    from .stats import PAIR_KEYS, compare
     from .paths import results_dir as default_results
     from .results import load_records
     from .runspec import HOSTS
@@ -288,28 +466,40 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
             f", {profile} profile, {_data_labels(records)}"
         path = accuracy_vs_macs(records, out=out_dir / f"accuracy_vs_macs_{host}_{profile}.png",
                                 title=title)
-        table = summarize(records)
+        table = by_target(summarize(records))
         notes = _revision_notes(records) + [f"data: {_data_labels(records)}"]
-        common = {c: table[c].iloc[0] for c in describe_columns()
-                  if c in table and c not in varying(table) and not pd.isna(table[c].iloc[0])}
-        notes.append("common to all rows: " + ", ".join(f"{k}={v}" for k, v in common.items()))
-        cols = varying(table) + ["seeds", "final_mean", "final_std", "best_mean", "val_mean",
-                                 "macs_ratio", "params_ratio", "released", "revisions"]
-        baseline = "single-step" if host == "core" else "host"
-        methods = {"dpm", "sp", baseline}
-        # core: iterative pruning against single-step, and SP and DPM against it (issue 28)
-        against = ((("iterative", baseline), ("sp", "iterative"), ("dpm", "iterative"))
-                   if host == "core" else ())
-        # the knobs that tell apart compared configurations of one method at one target (OTOv2's
-        # variants, iterative's schedules)
-        compared = table[table["method"].isin(methods | {m for pair in against for m in pair})]
-        knobs = tuple(k for k in varying(table) if k not in PAIR_KEYS and k != "method" and
-                      compared.groupby(["method", "target"])[k].nunique(dropna=False).gt(1).any())
-        pairs = compare(records, (("dpm", baseline), ("dpm", "sp"), ("sp", baseline)) + against,
-                        knobs=knobs)
+        notes.append("common to all rows (where they apply): " + ", ".join(
+            f"{k}={int(v) if isinstance(v, float) and v.is_integer() else v}"
+            for k, v in common_knobs(table).items()))
+        cols = distinguishing(table) + ["seeds", "final_mean", "final_std", "best_mean",
+                                        "val_mean", "macs_ratio", "params_ratio", "released",
+                                        "revisions"]
+        pairs = method_pairs(records, host)
         found.append(Comparison(host, table[cols], path, notes, pairs,
                                 self_rectifying_table(records, final_metric(records))))
     return found
+
+
+def method_pairs(records: pd.DataFrame, host: str) -> pd.DataFrame:
+    """The paired differences of final top-1 that ``report`` prints for one host folder, one
+    Holm family (``stats.compare``): DPM and SP against the baseline (single-step in core, the
+    host method elsewhere) and DPM against SP; in core also iterative pruning against
+    single-step, and SP and DPM against iterative. Each side carries the knobs that tell apart
+    compared configurations of one method at one target (OTOv2's variants, iterative's
+    schedules) as ``<knob>_a`` and ``<knob>_b``."""
+    from .stats import PAIR_KEYS, compare
+
+    table = summarize(records)
+    baseline = "single-step" if host == "core" else "host"
+    methods = {"dpm", "sp", baseline}
+    # core: iterative pruning against single-step, and SP and DPM against it (issue 28)
+    against = ((("iterative", baseline), ("sp", "iterative"), ("dpm", "iterative"))
+               if host == "core" else ())
+    compared = table[table["method"].isin(methods | {m for pair in against for m in pair})]
+    knobs = tuple(k for k in varying(table) if k not in PAIR_KEYS and k != "method" and
+                  compared.groupby(["method", "target"])[k].nunique(dropna=False).gt(1).any())
+    return compare(records, (("dpm", baseline), ("dpm", "sp"), ("sp", baseline)) + against,
+                   knobs=knobs)
 
 
 def final_metric(records: pd.DataFrame) -> str:
@@ -509,14 +699,16 @@ def accuracy_through_pruning(records, start: dict | None = None, out=None, show:
         raise ValueError("no records to plot")
     start = start or {}
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for i, r in enumerate(records):
+    styles = series_styles(r.get("method", r["kind"]) for r in records)
+    for r, style in zip(records, styles):
         h = pd.DataFrame(r["history"])
         x, y = h["epoch"].tolist(), h["test_acc"].tolist()
         if r.get("method") in start:
             x, y = [0] + x, [start[r["method"]]] + y
-        color = sns.color_palette()[i % 10]
-        ax.plot(x, y, marker="o", ms=3, color=color,
-                label=f"{r.get('method', r['kind'])} (final {h['test_acc'].iloc[-1]:.1f}%)")
+        color = style["color"]
+        ax.plot(x, y, ms=3, **style,
+                label=f"{method_label(r.get('method', r['kind']))} "
+                      f"(final {h['test_acc'].iloc[-1]:.1f}%)")
         decay = r.get("decay")
         if decay and decay.get("rounds"):
             spe = h["step"].iloc[0] / h["epoch"].iloc[0]
@@ -541,13 +733,14 @@ def sparsity_curves(records, out=None, show: bool = True):
     """Group sparsity (fraction of zero groups) and test top-1 per epoch, one line per record
     (OTOv2 runs log ``group_sparsity`` in their history)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for i, r in enumerate(records):
+    for r, style in zip(records, series_styles(r.get("method") for r in records)):
         h = pd.DataFrame(r["history"])
-        label = f"{r.get('method')} s{r.get('seed')}"
-        a.plot(h["epoch"], h["group_sparsity"], color=sns.color_palette()[i % 10], label=label)
+        label = f"{method_label(r.get('method'))}, seed {r.get('seed')}"
+        style = {"color": style["color"], "ls": "-" if style["ls"] == ":" else style["ls"]}
+        a.plot(h["epoch"], h["group_sparsity"], label=label, **style)
         if "committed" in h:
-            a.plot(h["epoch"], h["committed"], ls=":", color=sns.color_palette()[i % 10])
-        b.plot(h["epoch"], h["test_acc"], color=sns.color_palette()[i % 10], label=label)
+            a.plot(h["epoch"], h["committed"], ls=":", color=style["color"])
+        b.plot(h["epoch"], h["test_acc"], label=label, **style)
     if records and "target_sparsity" in records[0]:
         a.axhline(records[0]["target_sparsity"], color="grey", ls="--", lw=1, label="target")
     a.set(xlabel="epoch", ylabel="group sparsity (dotted: committed)")
@@ -557,20 +750,29 @@ def sparsity_curves(records, out=None, show: bool = True):
     return _finish(fig, out, show)
 
 
-def layer_widths(models: dict, out=None, show: bool = True, ax=None):
+def layer_widths(models: dict, out=None, show: bool = True, ax=None, methods: dict | None = None):
     """Output channels of every convolution, one line per entry of ``{label: model or widths}``
     (a list of channel counts in network order, e.g. from :func:`mean_widths`): where each method
-    took its channels from. With ``ax``, draws there and returns it (for composed figures)."""
+    took its channels from. Each line takes the colour of its method (``methods``: ``{label:
+    method}``; default: the label itself, so ``mean_widths``'s ``{"dense": ..., "sp": ...}`` is
+    styled as it is). With ``ax``, draws there and returns it (for composed figures)."""
     from .metrics import conv_widths
 
     fig, axis = plt.subplots(figsize=(9, 3.2)) if ax is None else (None, ax)
-    for i, (label, model) in enumerate(models.items()):
-        widths = model if isinstance(model, (list, tuple, np.ndarray)) else conv_widths(model)
-        axis.plot(range(len(widths)), widths, marker=".", label=label,
-                  color=sns.color_palette()[i % 10])
+    methods = methods or {}
+    styles = series_styles(methods.get(label, label) for label in models)
+    widths = {label: list(model) if isinstance(model, (list, tuple, np.ndarray))
+              else conv_widths(model) for label, model in models.items()}
+    labels = list(widths)
+    for i, ((label, w), style) in enumerate(zip(widths.items(), styles)):
+        # a line that a later one covers exactly says so: it cannot be seen
+        cover = next((other for other in labels[i + 1:] if len(widths[other]) == len(w)
+                      and np.allclose(widths[other], w)), None)
+        text = label if cover is None else f"{label} (same widths as {cover}, under it)"
+        axis.plot(range(len(w)), w, label=text, ms=4, mec=style["color"], **style)
     axis.set(xlabel="convolution (network order)", ylabel="output channels")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.2))  # below: lines stay seen
     return axis if fig is None else _finish(fig, out, show)
 
 
@@ -627,18 +829,23 @@ def gate_scores(groups, scores: torch.Tensor, picked: torch.Tensor | None = None
     return _finish(fig, out, show)
 
 
-def ticktock_trajectories(logs: dict, target: float | None = None, out=None, show: bool = True):
+def ticktock_trajectories(logs: dict, target: float | None = None, out=None, show: bool = True,
+                          methods: dict | None = None):
     """Tick-Tock runs side by side (``{label: TickTock.log}``): the MACs kept once each tick's
     pick is removed, and the test accuracy after each tick, against the optimiser step; tocks
     are marked. The host and DPM pick at the same ticks; they differ in what the picked channels
-    do next (masked at once, or decaying over N steps)."""
+    do next (masked at once, or decaying over N steps). ``methods`` (``{label: method}``) gives
+    each line its method's colour; without it, the lines take the palette's colours in turn."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for j, (label, log) in enumerate(logs.items()):
+    styles = (series_styles(methods.get(label, label) for label in logs) if methods else
+              [{"color": _CB[j % len(_CB)], "ls": "-"} for j in range(len(logs))])
+    for (label, log), style in zip(logs.items(), styles):
         frame = pd.DataFrame(log)
-        a.plot(frame["step"], frame["macs_ratio"], marker=".", color=f"C{j}", label=label)
-        b.plot(frame["step"], frame["test_acc"], marker=".", color=f"C{j}", label=label)
+        line = {"marker": ".", "color": style["color"], "ls": style["ls"]}
+        a.plot(frame["step"], frame["macs_ratio"], label=label, **line)
+        b.plot(frame["step"], frame["test_acc"], label=label, **line)
         tocks = frame[frame["tock"]]
-        b.scatter(tocks["step"], tocks["test_acc"], marker="^", color=f"C{j}", s=40)
+        b.scatter(tocks["step"], tocks["test_acc"], marker="^", color=style["color"], s=40)
     if target is not None:
         a.axhline(target, color="k", ls=":", lw=1, label="target")
     a.set(xlabel="optimiser step", ylabel="MACs kept (fraction of dense)",

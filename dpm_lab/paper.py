@@ -1,12 +1,12 @@
 """The papers' published numbers, read from one file so that none is ever typed in twice.
 
-Every number of the DPM and TPP result tables that ``ALGORITHMS.md`` records (§4.1–4.4 and §5.5)
-lives in ``data/paper_results.csv`` of the repository, one row per number, with where it comes
-from (``source``, ``evidence``: the file's labels, e.g. ``P`` read in the authors' README,
-``SEED`` from the seed summary only) and where it stands (``section``, ``table``, ``row``,
-``column``). Notebooks and figures that put our runs beside the papers read the papers' side
-from here: a number copied by hand into a notebook cannot be traced, and drifts when the table
-is corrected.
+Every number of the DPM and TPP result tables the project compares against (sections 4.1–4.4 and 5.5
+of its research notes; ``data/README.md`` says what each holds) lives in ``data/paper_results.csv``
+of the repository, one row per number, with where it comes from (``source``, ``evidence``: the
+file's labels, e.g. ``P`` read in the authors' README, ``SEED`` from the seed summary only) and
+where it stands (``section``, ``table``, ``row``, ``column``). Notebooks and figures that put our
+runs beside the papers read the papers' side from here: a number copied by hand into a notebook
+cannot be traced, and drifts when the table is corrected.
 
     >>> from dpm_lab.paper import load_paper_results
     >>> otov2 = load_paper_results(framework="OTOv2", metric="top1")  # doctest: +SKIP
@@ -40,7 +40,8 @@ METRICS = {
 }
 UNITS = ("percent", "points", "x", "G", "M")
 SECTIONS = ("4.1", "4.2", "4.3", "4.4", "5.5")
-EVIDENCE = ("P", "C", "S", "SEED", "I")  # the labels of ALGORITHMS.md §0
+# primary source, official code, secondary summary, seed summary only, our inference
+EVIDENCE = ("P", "C", "S", "SEED", "I")
 CHECKED_VOCABULARY = {"section": SECTIONS, "evidence": EVIDENCE, "metric": tuple(METRICS),
                       "unit": UNITS}
 

@@ -32,8 +32,9 @@ import pandas as pd
 import seaborn as sns
 
 from .data import dataset_label
-from .figures import (final_metric, layer_widths, mean_widths, provenance_footnote, summarize,
-                      varying)
+from .figures import (HOST_NAMES, dodge, final_metric, layer_widths, macs_axis, mean_widths,
+                      method_knobs, method_label, method_style, provenance_footnote, series_label,
+                      series_styles, summarize, varying)
 from .paper import load_paper_results
 from .results import load_records
 from .runspec import HOSTS, SR_DEFAULTS, RunSpec, describe, resolve
@@ -41,7 +42,7 @@ from .stats import adjust, interval, paired_differences
 
 HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),
                   "gatedecorator": ("Gate Decorator", "vgg16")}
-STYLE = dict(style="whitegrid", context="paper")
+STYLE = dict(style="whitegrid", context="paper", palette="colorblind")
 
 
 def _save(fig, out: Path, name: str, data: pd.DataFrame) -> list[Path]:
@@ -94,10 +95,28 @@ def _config_labels(records: pd.DataFrame) -> pd.Series:
     return records["config_id"].map(labels)
 
 
+def _config_words(records: pd.DataFrame) -> pd.Series:
+    """Per record: its configuration in words with its target (``_words``), for legends and
+    titles; ``_config_labels`` stays the key that the figures' CSVs record."""
+    table = summarize(records)
+    words = {row["config_id"]: f"{_words(table, row, row['host'])}, {row['target']}"
+             for _, row in table.iterrows()}
+    return records["config_id"].map(words)
+
+
+def _words(table: pd.DataFrame, row, host: str) -> str:
+    """``row``'s configuration in words, as a legend says it: the method as the paper's tables
+    name it under ``host``, then the knobs that tell it from its method's other configurations
+    (``figures.series_label``); DepGraph's variant without sparse learning says so."""
+    words = series_label(row["method"], method_knobs(table, row), host)
+    return words + (", without sparse learning" if str(row["target"]).endswith("w/o SL") else "")
+
+
 def _our_points(records: pd.DataFrame) -> pd.DataFrame:
     """Per configuration (equal but for the seed): a label (the method, plus the knobs that
     differ between configurations other than the target), the target, the seeds, the mean final
-    top-1 with its 95 % t-interval, and the mean MACs kept."""
+    top-1 with its 95 % t-interval, and the mean MACs kept; then, for drawing and not written to
+    the figure's CSV (``POINT_COLUMNS``), the method and the label in words."""
     table = summarize(records)
     rows = []
     for _, row in table.iterrows():
@@ -107,8 +126,12 @@ def _our_points(records: pd.DataFrame) -> pd.DataFrame:
         variant = " w/o SL" if str(row["target"]).endswith("w/o SL") else ""
         rows.append({"label": row["method"] + variant + _knobs(table, row),
                      "target": row["target"], "seeds": len(g), "top1": mean, "low": low,
-                     "high": high, "macs": row["macs_ratio"]})
+                     "high": high, "macs": row["macs_ratio"], "method": row["method"],
+                     "words": _words(table, row, row["host"])})
     return pd.DataFrame(rows)
+
+
+POINT_COLUMNS = ["label", "target", "seeds", "top1", "low", "high", "macs"]
 
 
 def paper_points(framework: str, model: str) -> pd.DataFrame:
@@ -122,42 +145,157 @@ def paper_points(framework: str, model: str) -> pd.DataFrame:
                          "macs": wide["flops_remaining"] / 100})
 
 
+def paper_method(name: str, framework: str) -> tuple[str | None, str]:
+    """A paper row's method as ours (``host``, ``sp``, ``dpm``, ``dense``; None for a method we
+    do not run) and its variant ("w/o SL" for DepGraph without sparse learning, else "")."""
+    rest = name.removeprefix(framework).strip()
+    variant = "w/o SL" if rest.startswith("w/o SL") else ""
+    rest = rest.removeprefix("w/o SL").strip()
+    if name == "unpruned":
+        return "dense", ""
+    if not name.startswith(framework):
+        return None, ""
+    return {"": "host", "+ SP": "sp", "+ DPM": "dpm"}.get(rest), variant
+
+
+# markers of the paper's other methods (EC, Hinge, ...), all in grey: the methods we run are the
+# ones in colour
+_OTHER_MARKERS = ("<", ">", "h", "p", "d", "8", "H", "1", "2", "3", "4")
+
+
 def accuracy_vs_macs_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     points = _our_points(records)
     paper = HOST_FRAMEWORK.get(host)
     fig, axes = plt.subplots(1, 2 if paper else 1, figsize=(11 if paper else 5.5, 4),
                              squeeze=False)
     ax = axes[0][0]
-    for i, (label, g) in enumerate(points.sort_values("macs").groupby("label", sort=False)):
+    step = 0.02 * macs_axis(ax, points["macs"])
+    x, moved = dodge(points["macs"], step)
+    points = points.assign(x=x)
+    series = list(points.sort_values("macs").groupby("label", sort=False))
+    for (label, g), style in zip(series, series_styles(g["method"].iloc[0] for _, g in series)):
         seeds = "-".join(str(n) for n in sorted({g["seeds"].min(), g["seeds"].max()}))
-        ax.errorbar(g["macs"], g["top1"], yerr=[g["top1"] - g["low"], g["high"] - g["top1"]],
-                    marker="o", capsize=3, color=sns.color_palette()[i],
-                    label=f"{label}, {seeds} seeds")
+        ax.errorbar(g["x"], g["top1"], yerr=[g["top1"] - g["low"], g["high"] - g["top1"]],
+                    capsize=3, mec=style["color"], label=f"{g['words'].iloc[0]}, {seeds} seeds",
+                    **style)
     model, data = records["model"].iloc[0], dataset_label(records["dataset"].iloc[0])
     ax.set(xlabel="MACs kept (fraction of dense)", ylabel="final top-1 (%), mean and 95 % CI",
-           title=f"ours: {host}, {model} on {data} ({profile})")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2))
+           title=f"ours: {HOST_NAMES.get(host, host)}, {model} on {data} ({profile})")
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.25))
+    if moved:
+        legend.set_title(moved, prop={"size": 6})
     if paper:
         framework, paper_model = paper
         pts = paper_points(framework, paper_model)
         ax2 = axes[0][1]
-        sns.scatterplot(data=pts, x="macs", y="top1", hue="method", style="method", ax=ax2, s=50)
+        others = iter(_OTHER_MARKERS)
+        for _, p in pts.sort_values("macs", kind="stable").iterrows():
+            method, variant = paper_method(p["method"], framework)
+            style = (method_style(method) if method else
+                     {"color": "dimgrey", "marker": next(others, "."), "ls": "-"})
+            if variant:
+                style["fillstyle"] = "none"
+            ax2.plot(p["macs"], p["top1"], ls="none", ms=7, marker=style["marker"],
+                     color=style["color"], mec=style["color"],
+                     fillstyle=style.get("fillstyle", "full"),
+                     label=p["method"] if method != "dense" else "unpruned")
+        macs_axis(ax2, pts["macs"])
         ax2.set(xlabel="FLOPs kept (fraction of dense)", ylabel="top-1 (%)",
                 title=f"paper ({framework} table): {paper_model} on full CIFAR-10")
-        ax2.legend(fontsize=6, ncol=2)
+        ax2.legend(fontsize=6, ncol=2, title="in colour: the methods we run; grey: others",
+                   title_fontsize=6)
     fig.tight_layout()
     provenance_footnote(fig, records)
-    drawn = [points.assign(panel="ours")]
+    drawn = [points[POINT_COLUMNS].assign(panel="ours")]
     if paper:
         drawn.append(pts.rename(columns={"method": "label"}).assign(panel="paper"))
     return _save(fig, out, f"accuracy_vs_macs_{host}_{profile}",
                  pd.concat(drawn, ignore_index=True))
 
 
+def host_differences(records: pd.DataFrame, host: str) -> pd.DataFrame:
+    """SP − host and DPM − host in final top-1, per configuration, from ``figures.method_pairs``
+    (the table ``report`` prints, so the Holm family is the host's whole table), with the paper's
+    printed change for the same method and variant (``top1_change`` of
+    ``data/paper_results.csv``) above ours. One row per drawn line: ``source`` ours or paper, a
+    label in words, the difference, and for ours the 95 % and Holm-adjusted intervals."""
+    from .figures import method_pairs
+
+    pairs = method_pairs(records, host)
+    pairs = pairs[pairs["comparison"].isin(["sp - host", "dpm - host"])] if len(pairs) else pairs
+    framework, model = HOST_FRAMEWORK[host]
+    paper = load_paper_results(framework=framework, model=model, metric="top1_change")
+    knobs = [c[:-2] for c in pairs if c.endswith("_a") and not c.startswith("config_id")]
+    rows = []
+    for method in ("sp", "dpm"):
+        ours = pairs[pairs["comparison"] == f"{method} - host"]
+        for variant in dict.fromkeys([""] + ["w/o SL" for t in ours["target"]
+                                             if str(t).endswith("w/o SL")]):
+            for _, p in paper.iterrows():
+                if paper_method(p["method"], framework) == (method, variant):
+                    rows.append({"host": host, "source": "paper", "comparison": f"{method} - host",
+                                 "label": f"paper: {p['method']} ({model}, full CIFAR-10)",
+                                 "target": "", "diff": p["value"]})
+            mine = ours[ours["target"].map(lambda t: str(t).endswith("w/o SL")) == bool(variant)]
+            shown = [k for k in knobs if mine[f"{k}_a"].nunique(dropna=False) > 1]
+            for _, r in mine.iterrows():
+                words = series_label(method, {k: r[f"{k}_a"] for k in shown}, host)
+                rows.append({"host": host, "source": "ours", "comparison": f"{method} - host",
+                             "label": f"ours: {words}" + (", without sparse learning"
+                                                          if variant else ""),
+                             "target": r["target"], "seeds": r["seeds"], "diff": r["diff"],
+                             **{c: r[c] for c in ("ci95_low", "ci95_high", "holm_low",
+                                                   "holm_high", "holm_conf", "m", "p", "p_holm")}})
+    return pd.DataFrame(rows)
+
+
+def host_differences_figure(tables: dict, profile: str, out: Path):
+    """One panel per host (``tables``: ``{host: host_differences(...)}``): each method's
+    difference from the host, ours as the mean with its 95 % interval (thick) and its
+    Holm-adjusted interval over the host's table (thin), the paper's printed change (a star, one
+    number without an interval) above ours. Zero is the host."""
+    tables = {h: t for h, t in tables.items() if not t.empty}
+    if not tables:
+        return None
+    fig, axes = plt.subplots(len(tables), 1, squeeze=False, sharex=True,
+                             figsize=(10, 0.9 + 0.32 * sum(len(t) for t in tables.values())),
+                             gridspec_kw={"height_ratios": [len(t) + 1 for t in tables.values()]})
+    for ax, (host, t) in zip(axes[:, 0], tables.items()):
+        y = np.arange(len(t))[::-1]
+        for yi, (_, r) in zip(y, t.iterrows()):
+            style = method_style(r["comparison"].split(" - ")[0])
+            if r["source"] == "paper":
+                ax.plot(r["diff"], yi, marker="*", ms=11, ls="none", color=style["color"],
+                        mec="black", mew=0.5)
+                continue
+            ax.plot([r["holm_low"], r["holm_high"]], [yi, yi], color=style["color"], lw=1)
+            ax.plot([r["ci95_low"], r["ci95_high"]], [yi, yi], color=style["color"], lw=4,
+                    alpha=0.6, solid_capstyle="butt")
+            ax.plot(r["diff"], yi, marker=style["marker"], ms=6, ls="none", color=style["color"])
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, t["label"], fontsize=7)
+        m = t["m"].dropna()
+        ax.set_title(f"{HOST_NAMES[host]}: each method minus {HOST_NAMES[host]} alone (ours: "
+                     f"{profile}; Holm over the {int(m.iloc[0])} comparisons of its table)"
+                     if len(m) else HOST_NAMES[host], fontsize=8)
+    axes[-1][0].set_xlabel("difference from the host in final top-1 (percentage points)")
+    handles = [plt.Line2D([], [], color="dimgrey", lw=4, alpha=0.6, marker="o",
+                          label="ours: mean over seeds, 95 % t-interval"),
+               plt.Line2D([], [], color="dimgrey", lw=1,
+                          label="ours: Holm-adjusted interval (as report prints it)"),
+               plt.Line2D([], [], color="dimgrey", marker="*", ms=11, mec="black", mew=0.5,
+                          ls="none", label="paper: the printed change (one number, no interval)")]
+    axes[0][0].legend(handles=handles, fontsize=6, loc="lower left", bbox_to_anchor=(0, 1.12),
+                      ncol=2)
+    fig.tight_layout()
+    return _save(fig, out, f"host_differences_{profile}", pd.concat(tables.values(),
+                                                                    ignore_index=True))
+
+
 def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
     """One panel per configuration of the DPM runs (target and knobs: DepGraph's runs with and
     without sparse learning, or OTOv2's DHSPG deviations, are never pooled)."""
-    dpm = records[records["method"] == "dpm"].assign(label=_config_labels)
+    dpm = records[records["method"] == "dpm"].assign(label=_config_labels, words=_config_words)
     rows = [{"label": r["label"], "seed": r["seed"], "step": e["step"], "layer": e["group"]}
             for _, r in dpm.iterrows() for e in (r.get("releases") or [])]
     if not rows:
@@ -176,7 +314,7 @@ def releases_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
                           jitter=0.2, palette="deep")
         runs = dpm[dpm["label"] == label]
         ax.set(xlabel="optimiser step of the release", ylabel="layer (group root)")
-        ax.set_title(f"{host} + {label}\n({profile}; {len(one)} releases, "
+        ax.set_title(f"{runs['words'].iloc[0]}\n({profile}; {len(one)} releases, "
                      f"{runs['seed'].nunique()} seeds)", fontsize=9)
         ax.legend(title="seed", fontsize=7)
     for ax in list(axes.flat)[len(labels):]:
@@ -197,7 +335,8 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
     if kept.empty:
         return None
     methods = list(dict.fromkeys(kept["method"]))
-    colors = {"chosen": sns.color_palette()[0], "released": sns.color_palette()[3],
+    colors = {"chosen": sns.color_palette("colorblind")[0],
+              "released": sns.color_palette("colorblind")[3],
               "free": "grey"}
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), sharey=True,
                              squeeze=False)
@@ -217,7 +356,7 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
             if count[role]:
                 ax.plot([], [], color=color, label=f"{role} ({count[role]})")
         ax.set(xlabel="decay applications n / N", ylabel="norm / first norm",
-               title=f"{method}: {len(runs)} run{'s' * (len(runs) > 1)} of "
+               title=f"{method_label(method, host)}: {len(runs)} run{'s' * (len(runs) > 1)} of "
                      f"{runs['config_id'].nunique()} configuration(s)")
         ax.legend(fontsize=7)
     fig.suptitle(f"Smooth Pruning norm trajectories of the first round, {host} ({profile})",
@@ -243,9 +382,12 @@ def widths_figure(records: pd.DataFrame, host: str, profile: str, out: Path):
         return None
     kept["label"] = _config_labels(kept) + ", " + kept.groupby("config_id")["seed"].transform(
         "nunique").map(lambda n: f"{n} seed{'s' * (n > 1)}")
+    kept["words"] = _config_words(kept) + ", " + kept["label"].str.rsplit(", ", n=1).str[-1]
     fig, ax = plt.subplots(figsize=(9, 3.4))
     widths = mean_widths(kept, by="label")
-    layer_widths(widths, ax=ax)
+    words = dict(zip(kept["label"], kept["words"])) | {"dense": "dense"}
+    methods = dict(zip(kept["words"], kept["method"])) | {"dense": "dense"}
+    layer_widths({words[label]: w for label, w in widths.items()}, ax=ax, methods=methods)
     model, data = kept["model"].iloc[0], dataset_label(kept["dataset"].iloc[0])
     ax.set_title(f"per-layer widths, {host}: {model} on {data} ({profile}; dense and the mean "
                  f"over seeds of each method)")
@@ -320,10 +462,15 @@ def sr_ablation_figure(records: pd.DataFrame, profile: str, out: Path):
         sp = panel[panel["method"] == "sp"]
         with _seeded():
             sns.stripplot(data=panel[panel["method"] == "dpm"], x=k, y=metric, ax=ax,
-                          color=sns.color_palette()[0], size=6)
+                          color=method_style("dpm")["color"], marker=method_style("dpm")["marker"],
+                          size=6)
         if not sp.empty:
-            ax.axhline(sp[metric].mean(), color="grey", ls="--", lw=1,
+            ax.axhline(sp[metric].mean(), color=method_style("sp")["color"], ls="--", lw=1,
                        label=f"SP ({len(sp)} run{'s' * (len(sp) > 1)})")
+        equal = equal_runs(panel, k, metric)
+        if equal:
+            ax.plot([], [], ls="none", label=_equal_note(k, equal).replace(": one", ":\none"))
+            ax.legend(fontsize=6)
         ax.set(xlabel=f"{k} (default {SR_DEFAULTS[k]})", ylabel=f"{metric.replace('_', ' ')} (%)")
     axes[0][0].legend(fontsize=7)
     seeds = sorted(int(x) for x in pd.concat([p["seed"] for p in panels.values()]).unique())
@@ -379,31 +526,58 @@ def ablation_differences(records: pd.DataFrame, a: str = "dpm", b: str = "sp") -
     return adjust(pd.DataFrame(rows))
 
 
-def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path) -> list[Path]:
+def equal_runs(panel: pd.DataFrame, knob: str, metric: str, a: str = "dpm",
+               b: str = "sp") -> list:
+    """The values of ``knob`` at which ``a`` gave the same ``metric`` as ``b`` run for run (every
+    seed paired, same dense model: DPM whose Self-Rectifying released nothing is SP), paired as
+    in :func:`ablation_differences`. A figure whose point lies exactly on another's says so."""
+    d = paired_differences(panel, a, b, metric=metric, knobs=(knob,))
+    if d.empty:
+        return []
+    d = d[d[f"{knob}_b"].isna() | (d[f"{knob}_a"] == d[f"{knob}_b"])]
+    same = list(d.loc[(d["diff"] == 0) & (d["diff_std"].fillna(0) == 0), f"{knob}_a"])
+    return _order(same) if same else []
+
+
+def _equal_note(knob: str, values, a: str = "dpm", b: str = "sp") -> str:
+    """The legend line for :func:`equal_runs`' values."""
+    shown = ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                      for v in values)
+    return (f"{method_label(a)} = {method_label(b)} run for run at {knob} {shown}: "
+            f"one covers the other")
+
+
+def ablation_figure(points: pd.DataFrame, knob: str, profile: str, out: Path,
+                    equal: list = ()) -> list[Path]:
     """One knob's ablation from :func:`ablation_points`: mean and 95 % t-interval per value and
-    method (dodged), the methods the knob does not apply to as a line and band."""
+    method (dodged), each method in its colour and marker (``figures.METHOD_STYLE``), the methods
+    the knob does not apply to as a line and band. ``equal``: the values at which DPM equals SP
+    run for run (:func:`equal_runs`), named in the legend."""
     one = points[points["knob"] == knob]
     order = _order(list(one["value"].dropna().unique()))
     methods = list(dict.fromkeys(one["method"]))
-    colors = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(order) + 2), 3.4))
     swept = [m for m in methods if one[(one["method"] == m)]["value"].notna().any()]
     numeric = all(isinstance(v, (int, float, np.number)) or str(v).startswith("MACs")
                   for v in order)  # lines join the points only along a numeric axis
     for i, m in enumerate(methods):
         g = one[one["method"] == m]
+        style = method_style(m)
         if m not in swept:
             row = g.iloc[0]
-            ax.axhline(row["mean"], color=colors[m], ls="--", lw=1,
-                       label=f"{m} (no {knob}; {_seeds(row['seeds'])})")
+            ax.axhline(row["mean"], color=style["color"], ls="--", lw=1,
+                       label=f"{method_label(m)} (no {knob}; {_seeds(row['seeds'])})")
             if not np.isnan(row["low"]):
-                ax.axhspan(row["low"], row["high"], color=colors[m], alpha=0.12, lw=0)
+                ax.axhspan(row["low"], row["high"], color=style["color"], alpha=0.12, lw=0)
             continue
         g = g.set_index("value").reindex(order)
-        x = np.arange(len(order)) + (i - (len(swept) - 1) / 2) * 0.12
+        x = np.arange(len(order)) + (swept.index(m) - (len(swept) - 1) / 2) * 0.12
         ax.errorbar(x, g["mean"], yerr=[g["mean"] - g["low"], g["high"] - g["mean"]],
-                    fmt="o-" if numeric else "o", color=colors[m], capsize=3, ms=5, lw=1,
-                    label=f"{m} ({_seeds(g['seeds'])})")
+                    marker=style["marker"], ls=style["ls"] if numeric else "none",
+                    color=style["color"], capsize=3, ms=5, lw=1,
+                    label=f"{method_label(m)} ({_seeds(g['seeds'])})")
+    if len(equal):
+        ax.plot([], [], ls="none", label=_equal_note(knob, equal))
     default = one["default"].iloc[0]
 
     def tick(v):
@@ -423,13 +597,15 @@ def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Pa
     """Every figure from the records under ``reference`` (``results/reference``) and the paper
     CSV, into ``out``; returns the files written and notes on what was skipped."""
     sns.set_theme(**STYLE)
-    written, notes = [], []
+    written, notes, differences = [], [], {}
     for host in HOSTS:
         records = load_records(reference / profile / host)
         if records.empty:
             notes.append(f"no {profile} records for {host}: accuracy_vs_macs_{host} skipped")
             continue
         written += accuracy_vs_macs_figure(records, host, profile, out)
+        if host in HOST_FRAMEWORK:
+            differences[host] = host_differences(records, host)
         paths = releases_figure(records, host, profile, out)
         written += paths or []
         if paths is None:
@@ -442,6 +618,10 @@ def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Pa
         written += paths or []
         if paths is None:
             notes.append(f"no {host} records kept their widths: widths_{host} skipped")
+    paths = host_differences_figure(differences, profile, out)
+    written += paths or []
+    if paths is None:
+        notes.append(f"no {profile} host records: host_differences skipped")
     sr = load_records(reference / "self-rectifying" / profile / "core")
     paths = None if sr.empty else sr_ablation_figure(sr, profile, out)
     written += paths or []
@@ -451,7 +631,9 @@ def draw_all(reference: Path, out: Path, profile: str = "mini") -> tuple[list[Pa
     points = pd.DataFrame() if ablations.empty else ablation_points(ablations)
     for knob in ABLATED:
         if not points.empty and knob in set(points["knob"]):
-            written += ablation_figure(points, knob, profile, out)
+            panel = next(p for k, _, p in _ablation_panels(ablations) if k == knob)
+            equal = equal_runs(panel, knob, final_metric(ablations))
+            written += ablation_figure(points, knob, profile, out, equal)
         else:
             notes.append(f"no {profile} ablation records vary {knob}: ablation_{knob} skipped")
     return written, notes

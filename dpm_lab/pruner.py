@@ -21,10 +21,13 @@ decaying or pruned rank first (−∞: they are in its cumulative count, as remo
 Torch-Pruning's initial widths) and released ones last (in their own order), so the pruner's
 counts stay those of the hard-pruning run and its new channels are the replacements. With N = 1
 and no Self-Rectifying the decay zeroes at selection, and the model ``finalize`` returns equals
-Torch-Pruning's own pruned model (tested). Under global ranking with a normaliser over the group
-(Torch-Pruning's default ``'mean'``), later rounds count the held channels (decaying, or
-pruned and zero) in the normaliser, where hard pruning has removed them: from the second round
-on the choice can then differ from hard pruning (the DepGraph host uses ``normalizer='max'``).
+Torch-Pruning's own pruned model (tested). A group's normaliser (Torch-Pruning's default
+``'mean'``, or ``'max'`` or ``'sum'``) is taken over its free channels only
+(:class:`~dpm_lab.pruning.selection.FreeNormalized`, as in the core and the DepGraph host), as
+hard pruning takes it over the channels it has not removed: held channels, decaying or zero, and
+released ones cannot shift the free ones' scores, which matters under global ranking. An
+importance whose normaliser cannot be restricted to a subset (``'standarization'``,
+``'gaussian'``, ``'lamp'``, a callable) normalises over the whole group, held channels included.
 Everything else is the existing machinery: :class:`~dpm_lab.pruning.ChannelGroups`,
 ``SmoothPruning`` with a ``selector``, :func:`~dpm_lab.pruning.finalize`.
 """
@@ -42,6 +45,7 @@ from .pruning.decay import DECAYING, FREE, PRUNED, RELEASED, SmoothPruning
 from .pruning.finalize import effective_macs_params, finalize
 from .pruning.groups import ChannelGroups, output_layer
 from .pruning.rectify import SelfRectifying
+from .pruning.selection import FreeNormalized, free_channels
 
 # The ratio grid a MACs target searches (its own pruner: ``pruning_ratio`` MACS_GRID_RATIO over
 # MACS_GRID_STEPS steps). Fine enough that one grid step moves the MACs by well under 1 % on the
@@ -73,6 +77,17 @@ class _Steered:
         return imp
 
 
+def restrictable(importance) -> FreeNormalized | None:
+    """``importance`` as :class:`~dpm_lab.pruning.selection.FreeNormalized` (its normaliser taken
+    over the free channels a round sets), or ``None`` where its normaliser is not a statistic
+    that can be restricted (``'standarization'``, ``'gaussian'``, ``'lamp'``, a sentinel, a
+    callable): that importance ranks as given, over the whole group."""
+    try:
+        return FreeNormalized(importance)
+    except ValueError:
+        return None
+
+
 def _root_ids(groups: ChannelGroups, group, unique: bool = True) -> torch.Tensor:
     """Structure id of each root channel of a Torch-Pruning ``group`` (sorted and unique with
     ``unique``)."""
@@ -102,20 +117,27 @@ class PrunerSelector:
                  input_size=(1, 3, 32, 32)):
         self.pruner, self.groups, self.target_macs = pruner, groups, target_macs
         self.fractions, self.input_size = fractions, input_size
+        self.free_normalized = restrictable(pruner.importance)
         self.log: list[dict] = []
 
     def picks(self, step: int, held: torch.Tensor, released: torch.Tensor) -> torch.Tensor:
         """Bool ``[S]``: what the pruner's ``step`` takes beyond ``held``."""
         importance = self.pruner.importance
-        self.pruner.importance = _Steered(importance, self.groups, held, released,
-                                          self._lift(importance) if released.any() else 0.0)
+        ranked = importance
+        if self.free_normalized is not None:  # the normaliser over the free channels alone
+            ranked = self.free_normalized
+            ranked.free = free_channels(self.groups, ~(held | released))
         self.pruner.current_step = step - 1  # ``step()`` counts it up before ranking
         picked = torch.zeros_like(held)
         try:
+            self.pruner.importance = _Steered(ranked, self.groups, held, released,
+                                              self._lift(ranked) if released.any() else 0.0)
             for group in self.pruner.step(interactive=True):
                 picked[_root_ids(self.groups, group)] = True
         finally:
             self.pruner.importance = importance
+            if self.free_normalized is not None:
+                self.free_normalized.free = None
         return picked & ~held
 
     def _lift(self, importance) -> float:

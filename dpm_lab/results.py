@@ -173,13 +173,22 @@ def load_records(directory: str | os.PathLike | None = None, pattern: str = "**/
 
 def checkpoint_path(record: dict) -> Path:
     """The checkpoint a record names. Records name it relative to ``$DPM_LAB_HOME``
-    (``paths.to_home``); records written before that name the absolute path on the machine that
-    ran them, which is used where it exists, else looked for below this home's ``runs/`` (the
-    part after its last ``runs`` folder), so a copied runs folder is found. Returns the first
-    of these that exists, else the path the record names."""
+    (``paths.to_home``), and it is looked for below the reader's home (``$DPM_LAB_HOME``, else
+    the working directory: the rule its ``runs/`` folder follows); a record read from a file
+    (:func:`load_records` adds its ``path``) is also looked for below the folders above that
+    file, nearest first, so the records of a home read from elsewhere (a notebook's folder, a
+    copy) find their checkpoints. Records written before name the absolute path on the machine
+    that ran them, which is used where it exists, else looked for below this home's ``runs/``
+    (the part after its last ``runs`` folder), so a copied runs folder is found. Returns the
+    first of these that exists, else the path below the reader's home or the absolute path the
+    record names."""
     name = Path(record["checkpoint"])
     if not name.is_absolute():
-        return from_home(name)
+        here = from_home(name)
+        if here.exists() or not record.get("path"):
+            return here
+        return next((base / name for base in Path(record["path"]).absolute().parents
+                     if (base / name).exists()), here)
     if "runs" in name.parts[:-1]:
         last = len(name.parts) - 1 - name.parts[::-1].index("runs")
         moved = from_home(Path(*name.parts[last:]))

@@ -444,8 +444,8 @@ def _otov2(spec: RunSpec, profile: Profile):
     if spec.sr_signal not in (None,) + SR_SIGNALS:
         raise ValueError(f"unknown sr_signal {spec.sr_signal!r}; choose one of: "
                          f"{', '.join(SR_SIGNALS)}")
-    if spec.sr_signal not in (None, SR_SIGNALS[0]):  # the raw gradient, the default, is not
-        options["sr_signal"] = spec.sr_signal         # recorded: run ids from before stay
+    if spec.sr_signal not in (None, SR_SIGNALS[0]):  # a deviation only, as TPP's released: the
+        options["sr_signal"] = spec.sr_signal         # default named or not is one run, one id
     dense = ({"torchvision_weights": PRETRAINED[profile.model]} if recipe.from_dense == "torchvision"
              else asdict(profile.dense) if recipe.from_dense else None)
     return profile, recipe.train, dense, options, recipe

@@ -197,6 +197,34 @@ def test_temporaries_of_dead_writers_go_and_those_being_written_stay(tmp_path):
     assert (tmp_path / "d.json").read_text() == "{}" and list(tmp_path.glob("*.tmp")) == []
 
 
+def _write_twice(target, refused):
+    with claims.writing(target) as tmp:
+        tmp.write_text("outer")
+        try:
+            with claims.writing(target):
+                pass
+        except RuntimeError as e:
+            if "already being written by this process" in str(e):
+                refused.set()
+
+
+def test_a_second_write_of_one_path_in_one_process_is_an_error_not_a_wait(tmp_path):
+    """Both would lock the same temporary, and two locks of one process conflict: the second
+    is refused, and the first completes."""
+    target = tmp_path / "w.json"
+    refused = fork.Event()
+    writer = fork.Process(target=_write_twice, args=(target, refused))
+    writer.start()
+    try:
+        assert refused.wait(timeout=10)
+        writer.join(timeout=10)
+        assert writer.exitcode == 0
+    finally:
+        writer.kill()
+        writer.join()
+    assert target.read_text() == "outer" and list(tmp_path.glob("*.tmp")) == []
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "r.json"
     target.write_text("old")

@@ -203,18 +203,94 @@ def test_main_job_without_the_slice_or_network_fails_in_one_line_saying_how(tmp_
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_lists_its_targets_by_default_and_train_runs_the_main_job():
+    """Only dry runs (``-n``) and ``help``: nothing is installed or trained, even on a
+    regression."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    default = subprocess.run(["make", "-C", repo, "--no-print-directory"], capture_output=True,
-                             text=True)
-    assert default.returncode == 0
-    listed = {line.split()[1] for line in default.stdout.splitlines()
+
+    def make(*args):
+        return subprocess.run(["make", "-C", repo, "--no-print-directory", *args],
+                              capture_output=True, text=True)
+    assert make("-n").stdout == make("-n", "help").stdout  # help is the default target
+    shown = make("help")
+    assert shown.returncode == 0
+    listed = {line.split()[1]: line for line in shown.stdout.splitlines()
               if line.strip().startswith("make ")}
-    assert {"help", "train", "test", "lab"} <= listed
-    assert default.stdout == subprocess.run(["make", "-C", repo, "--no-print-directory", "help"],
-                                            capture_output=True, text=True).stdout
-    train = subprocess.run(["make", "-C", repo, "--no-print-directory", "-n", "train"],
-                           capture_output=True, text=True).stdout
+    assert {"help", "train", "test", "lab"} <= set(listed)
+    assert "DPM" in listed["train"] and "JupyterLab" in listed["lab"]
+    train = make("-n", "train").stdout
     assert "-m dpm_lab main-job --profile mini --seed 0" in train
-    lab = subprocess.run(["make", "-C", repo, "--no-print-directory", "-n", "lab"],
-                         capture_output=True, text=True).stdout
+    lab = make("-n", "lab").stdout
     assert f'DPM_LAB_HOME="{repo}"' in lab and "--notebook-dir=notebooks" in lab
+
+
+def test_run_help_lists_its_options_in_groups_with_examples():
+    """Each host's options under its own heading, and examples to copy."""
+    from dpm_lab.cli import OPTION_GROUPS, RUN_OPTIONS
+
+    grouped = [d for _, dests in OPTION_GROUPS.values() for d in dests]
+    assert sorted(grouped) == sorted(dest for _, dest, _ in RUN_OPTIONS)  # each once
+    text = _cli("run", "--help").stdout
+    headings = [text.index(f"\n{title}:") for title in OPTION_GROUPS]
+    assert headings == sorted(headings)
+    section = {title: text[start:end] for title, start, end in
+               zip(OPTION_GROUPS, headings, headings[1:] + [text.index("\nexamples:")])}
+    assert "--lasso-while-decaying" in section["OTOv2 (--host otov2)"]
+    assert "--no-sl" in section["DepGraph (--host depgraph)"]
+    assert "--t-rate" in section["Self-Rectifying (--method dpm, tpp+dpm)"]
+    assert "--gate-decay" in section["Gate Decorator (--host gatedecorator)"]
+    assert "--t-rate" not in section["common options"]
+    assert "python -m dpm_lab run --host depgraph" in text[text.index("\nexamples:"):]
+
+
+@pytest.mark.parametrize("args, meant", [
+    (["run", "--t-rtae", "0.5"], "did you mean --t-rate?"),
+    (["sweep", "--widnow", "3"], "did you mean --window?"),
+    (["report", "--refrence"], "did you mean --reference?"),
+    (["run", "--t-rtae", "0.5", "--lasso-whiel-decaying", "off", "--host", "otov2"],
+     "--t-rate for --t-rtae, --lasso-while-decaying for --lasso-whiel-decaying?"),
+])
+def test_a_mistyped_option_is_answered_with_the_option_meant(args, meant):
+    r = _cli(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unrecognized arguments" in lines[0] and meant in lines[0]
+
+
+def test_an_option_close_to_nothing_gets_no_guess():
+    r = _cli("run", "--zzzzzz")
+    assert r.returncode == 2 and "did you mean" not in r.stderr
+
+
+def test_a_bare_invocation_prints_the_usage_and_every_command():
+    r = _cli()
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m dpm_lab")
+    for command in ("train", "run", "sweep", "report", "figures", "main-job", "download"):
+        assert f"\n    {command} " in r.stdout
+
+
+def test_figures_writes_to_the_home_figures_folder_unless_told_reference(tmp_path):
+    """The committed figures/reference is rewritten only with --reference."""
+    from pathlib import Path
+
+    from dpm_lab import cli
+
+    drawn = []
+    repo = Path(__file__).resolve().parent.parent
+    env = {"DPM_LAB_HOME": str(tmp_path)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.chdir(repo)
+        mp.setattr("dpm_lab.paper_figures.draw_all",
+                   lambda source, out, profile: drawn.append(out) or ([], []))
+        assert cli.main(["figures"]) == 0
+        assert cli.main(["figures", "--reference"]) == 0
+    assert drawn == [tmp_path / "figures", repo / "figures" / "reference"]
+
+
+def test_report_prints_the_resolved_records_folder_and_no_empty_column(tmp_path):
+    home = tmp_path / "home"
+    r = subprocess.run([sys.executable, "-m", "dpm_lab", "report"], capture_output=True,
+                       text=True, env={**os.environ, "DPM_LAB_HOME": str(home)})
+    assert r.returncode == 2 and str(home / "results" / "mini") in r.stderr
+    assert "$DPM_LAB_HOME" not in r.stderr

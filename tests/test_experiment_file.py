@@ -106,3 +106,19 @@ def test_a_bad_field_gives_one_line_naming_it_the_file_and_what_is_allowed(tmp_p
     path = _write(tmp_path, 'profile = "mini"\n' + text)
     line = _one_error_line(_cli("sweep", str(path)))
     assert str(path) in line and field in line and allowed in line
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("t_rtae = 0.5\n", "'t_rate'"),          # a typo of a field
+    ("targets = 0.5\n", "'target_macs'"),    # the field's command-line option
+    ("t-rate = 0.5\n", "'t_rate'"),
+])
+def test_a_mistyped_field_is_answered_with_the_field_meant(tmp_path, text, meant):
+    path = _write(tmp_path, 'profile = "mini"\n' + text)
+    line = _one_error_line(_cli("sweep", str(path)))
+    assert f"did you mean {meant}?" in line and "allowed fields:" in line
+
+
+def test_a_field_close_to_nothing_gets_no_guess(tmp_path):
+    line = _one_error_line(_cli("sweep", str(_write(tmp_path, "zzz = 1\n"))))
+    assert "'zzz'" in line and "did you mean" not in line

@@ -11,7 +11,7 @@ from dpm_lab.hosts.gatedecorator import (GateTaylor, GatedBatchNorm2d, fold_gate
                                          gate_outputs_taylor, mask_structures, melt_gates)
 from dpm_lab.models import get_model
 from dpm_lab.pruning import ChannelGroups, remove_channels
-from conftest import calibrate_bn
+from conftest import Float64Batches, calibrate_bn
 
 SIZE = (1, 3, 32, 32)
 
@@ -90,22 +90,6 @@ def test_taylor_score_is_the_first_order_loss_change_of_each_channel():
 SMALL = (1, 3, 16, 16)  # Tick-Tock tests train on every second pixel: 4x fewer MACs
 
 
-class _Double:
-    """A TensorLoader's batches in float64, for a float64 model, at ``SMALL``."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def set_epoch(self, epoch):
-        self.loader.set_epoch(epoch)
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        return ((x[..., ::2, ::2].double(), y) for x, y in self.loader)
-
-
 def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7, decay="gate",
               rectifier=None):
     from dataclasses import replace
@@ -122,8 +106,8 @@ def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7, decay="gate
     sp = None
     if N:
         sp = gate_smooth_pruning(groups, N, decay, rectifier, input_size=SMALL)
-    tt = TickTock(model, groups, recipe, _Double(TensorLoader(train, 32, True)),
-                  _Double(TensorLoader(test, 32, False)), SMALL, "cpu", 0, sp,
+    tt = TickTock(model, groups, recipe, Float64Batches(TensorLoader(train, 32, True), stride=2),
+                  Float64Batches(TensorLoader(test, 32, False), stride=2), SMALL, "cpu", 0, sp,
                   checkpoint=checkpoint, max_ticks=max_ticks)
     return model, groups, tt
 

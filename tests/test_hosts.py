@@ -82,6 +82,23 @@ def test_depgraph_rounds_meet_their_budgets_and_the_last_meets_the_target():
     assert macs <= 0.5 * macs_params(model, SIZE)[0]
 
 
+def test_a_round_that_misses_its_budget_restores_weights_and_free_mask():
+    """A pruner of 4 steps cannot reach a 100x speed-up: the round raises, and leaves neither its
+    provisional zeros in the model nor its free-channel mask on the importance."""
+    model = _resnet20()
+    before = copy.deepcopy(model.state_dict())
+    groups = ChannelGroups(model, torch.randn(SIZE))
+    selector = ProgressiveSelector(make_pruner(model, SIZE, iterative_steps=4), groups, 100.0,
+                                   1, SIZE)
+    sp = SmoothPruning(groups, None, 4, rounds=[0], selector=selector, input_size=SIZE)
+    with pytest.raises(ValueError, match="MACs budget 0.010 of dense not reached after 4"):
+        sp.round(0)
+    assert selector.pruner.current_step == 4            # it did step (and zero) before giving up
+    assert selector.pruner.importance.free is None
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
 # ---- OTOv2 / DHSPG ----
 
 class TinyNet(nn.Module):
@@ -416,8 +433,8 @@ def test_self_rectifying_reads_the_raw_gradient_or_dhspgs_step_as_told():
 
 def test_sr_signal_option_is_resolved_refused_and_wired_like_the_other_deviations():
     """``--sr-signal`` applies to OTOv2 + DPM only; its default, the raw gradient, is left out of
-    the configuration, so the run ids from before the option stay; ``update`` is a new run, and
-    reaches DHSPG; a bad value is named."""
+    the configuration (which holds deviations only), so naming it is the same run as not; ``update``
+    is a new run, and reaches DHSPG; a bad value is named."""
     from types import SimpleNamespace
 
     from dpm_lab.cli import _run_spec, build_parser

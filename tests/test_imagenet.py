@@ -2,7 +2,7 @@
 
 The test writes a handful of JPEGs as ``imagenet/{train,val}/<class>/``, then runs OTOv2 + DPM
 with ResNet-50 at 224x224 through ``experiments.run``, as the paper's ImageNet row does (smoke
-sizes: one dense epoch, two DHSPG epochs). Numbers are meaningless; the code path is the point.
+sizes: one dense epoch, the smoke OTOv2 recipe's DHSPG epochs). Numbers are meaningless; the code path is the point.
 """
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ from PIL import Image
 from dpm_lab import experiments
 from dpm_lab.config import get_profile
 from dpm_lab.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
+from dpm_lab.hosts.recipes import otov2_recipe
 from dpm_lab.runspec import RunSpec
 
 
@@ -32,7 +33,8 @@ def test_resnet50_otov2_dpm_runs_end_to_end_on_an_image_folder(tmp_path):
                              data_root=tmp_path, results_dir=tmp_path / "results",
                              runs_dir=tmp_path / "runs", device="cpu", progress=False)
     assert record["model"] == "resnet50" and record["dataset"] == "imagenet"
-    assert len(record["history"]) == 2 and record["history"][-1]["step"] == 8
+    epochs = otov2_recipe(profile, "resnet50").train.epochs  # 16 images / batch 4: 4 steps each
+    assert len(record["history"]) == epochs and record["history"][-1]["step"] == 4 * epochs
     assert record["macs"] < record["dense_macs"]  # DHSPG's zero groups were removed
     assert any((tmp_path / "runs").rglob("model.pt"))
 

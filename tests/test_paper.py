@@ -1,5 +1,5 @@
-"""The papers' numbers are data: data/paper_results.csv parses, covers the sections of
-ALGORITHMS.md it claims, holds the printed numbers in the printed cells, and a bad file or an
+"""The papers' numbers are data: data/paper_results.csv parses, covers the sections it
+claims (data/README.md), holds the printed numbers in the printed cells, and a bad file or an
 unknown filter is refused with a message that says what is allowed."""
 import math
 

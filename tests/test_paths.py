@@ -36,3 +36,24 @@ def test_reference_folder_is_found_from_a_subfolder(monkeypatch):
     monkeypatch.chdir(repo / "notebooks")
     assert paths.reference_dir("results") == repo / "results" / "reference"
     assert paths.reference_dir("figures") == repo / "figures" / "reference"
+
+
+def test_a_record_read_from_a_file_finds_its_checkpoint_below_the_folders_above_it(tmp_path,
+                                                                                   monkeypatch):
+    """A home's records read from another working directory (a notebook's folder; no
+    $DPM_LAB_HOME): the relative name is not below the reader's home, but below the folder above
+    the record file that holds it."""
+    monkeypatch.delenv("DPM_LAB_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    name = "runs/smoke/dense/abc/final.pt"
+    checkpoint = tmp_path / "project" / name
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    record_file = tmp_path / "project" / "results" / "smoke" / "dense" / "abc.json"
+    assert checkpoint_path({"checkpoint": name, "path": str(record_file)}) == checkpoint
+    assert checkpoint_path({"checkpoint": name}) == tmp_path / name          # the reader's home
+    elsewhere = tmp_path / "other" / "results" / "abc.json"                  # found nowhere
+    assert checkpoint_path({"checkpoint": name, "path": str(elsewhere)}) == tmp_path / name
+    (tmp_path / name).parent.mkdir(parents=True)
+    (tmp_path / name).write_bytes(b"")                                       # home's comes first
+    assert checkpoint_path({"checkpoint": name, "path": str(record_file)}) == tmp_path / name

@@ -23,7 +23,7 @@ from dpm_lab.models import get_model
 from dpm_lab.results import checkpoint_path, environment, load_records, provenance
 from dpm_lab.runspec import RunSpec, dense_config, resolve
 
-from conftest import needs_slice
+from conftest import Float64Batches, needs_slice
 
 # ---- the training path is versioned, and the version is pinned ------------------------------
 
@@ -32,30 +32,13 @@ from conftest import needs_slice
 # squares of the final parameters (float64 throughout). A change to the training path (split,
 # loaders, augmentation, engine, schedule, optimiser, loss, the model's layers) fails this test
 # until dpm_lab.TRAINING_PATH_VERSION is bumped and the new run's values are added here under it.
-# The models' random initialisation is replaced (see _integer_init), so it is not pinned.
+# The models' random initialisation is replaced here (see _integer_init); ResNet-20's is pinned
+# on its own (PINNED_INIT).
 PINNED = {
     1: {"train_loss": [3.450885772705078, 3.572887738545736],
         "train_acc": [4.166666666666667, 20.833333333333332], "val_acc": [0.0, 28.571428571428573],
         "test_acc": [18.75, 12.5], "weights_sq": 2379.849358468102},
 }
-
-
-class Float64Batches:
-    """The loader's batches in float64 (float32 to float64 is exact): float64 sums rounded in
-    another order (another CPU, BLAS or thread count) differ by ~1e-16 relative, which six
-    steps leave far below the pin's 1e-12, where float32 differs by 1e-7 and more."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def set_epoch(self, epoch):
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self):
-        return ((x.double(), y) for x, y in self.loader)
 
 
 def _integer_init(model: torch.nn.Module) -> None:
@@ -104,6 +87,35 @@ def test_a_smoke_run_computes_what_its_training_path_version_pinned():
     assert same, (f"the training path computes {got}, not what version "
                   f"{dpm_lab.TRAINING_PATH_VERSION} pinned ({want}): bump "
                   "dpm_lab.TRAINING_PATH_VERSION and pin the new values under it")
+
+
+# get_model("resnet20") under torch.manual_seed(0), built in float64, per TRAINING_PATH_VERSION:
+# over its parameter tensors p_t, t = 1, 2, ... in construction order, the sums of t * ||p_t||^2
+# and of t * sum(p_t).
+# float64 normal_ is not bit-identical under torch's DEFAULT, AVX2 and AVX512 kernels (entries
+# differ by up to 6e-14 relative, measured with ATEN_CPU_CAPABILITY), but both sums agree to 1e-15.
+PINNED_INIT = {1: (87072.45232233944, 31498.354612437095)}
+
+
+def test_resnet20_initialisation_is_what_its_training_path_version_pinned():
+    """What the pinned run cannot see (it replaces the initialisation): the distributions, fan
+    modes and draw order of ResNet-20's own initialisation. Needs no data."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        model = get_model("resnet20")
+    finally:
+        torch.set_default_dtype(default)
+    params = [p.detach() for p in model.parameters()]
+    assert all(p.dtype == torch.float64 for p in params)
+    got = (sum((t + 1) * float((p ** 2).sum()) for t, p in enumerate(params)),
+           sum((t + 1) * float(p.sum()) for t, p in enumerate(params)))
+    want = PINNED_INIT[dpm_lab.TRAINING_PATH_VERSION]
+    assert got == pytest.approx(want, rel=1e-12, abs=0), (
+        f"ResNet-20's initialisation gives {got}, not what version "
+        f"{dpm_lab.TRAINING_PATH_VERSION} pinned ({want}): bump dpm_lab.TRAINING_PATH_VERSION "
+        "and pin the new values under it")
 
 
 def test_the_training_path_version_is_part_of_every_run_identity(monkeypatch):

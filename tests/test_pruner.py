@@ -12,7 +12,8 @@ import dpm_lab
 from dpm_lab.engine import TrainState
 from dpm_lab.models import get_model
 from dpm_lab.pruner import MACS_GRID_RATIO, MACS_GRID_STEPS
-from dpm_lab.pruning import ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
+from dpm_lab.pruning import DECAYING, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
+from conftest import randomize_bn
 
 X32 = (1, 3, 32, 32)
 
@@ -130,14 +131,16 @@ def test_options_are_honoured():
     assert [b.conv1.out_channels for b in m.layer2] == [25] * 3
 
 
-def test_rounds_follow_torch_pruning_iterative_steps():
+@pytest.mark.parametrize("global_pruning", [False, True], ids=["local", "global"])
+def test_rounds_follow_torch_pruning_iterative_steps(global_pruning):
     """Two rounds from an existing pruner (from_pruner) with N = 1 and no training in between
-    remove what the same pruner removes in two hard steps."""
+    remove what the same pruner removes in two hard steps; under global ranking too, where the
+    second round's 'mean' normaliser must leave out the zeroed channels, as removal does."""
     model, theirs = resnet20(), resnet20()
     x = torch.randn(*X32, dtype=torch.float64)
     make = lambda m: tp.pruner.BasePruner(  # noqa: E731
         m, x, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=0.5,
-        iterative_steps=2, ignored_layers=[m.fc])
+        iterative_steps=2, ignored_layers=[m.fc], global_pruning=global_pruning)
     hard = make(theirs)
     hard.step()
     hard.step()
@@ -149,6 +152,54 @@ def test_rounds_follow_torch_pruning_iterative_steps():
     assert shapes(ours) == shapes(theirs)
     batch = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     torch.testing.assert_close(ours.eval()(batch), theirs.eval()(batch), rtol=0, atol=1e-10)
+
+
+class TwoBranches(nn.Module):
+    """Two conv branches on the input, concatenated into the classifier: two groups that share no
+    parameter, so a held channel of one can move the other's scores only through a normaliser."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b, self.bn_b = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(14, 4)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.bn_a(self.a(x))), torch.relu(self.bn_b(self.b(x)))], 1)
+        return self.head(self.pool(y).flatten(1))
+
+
+def _round_1_picks(normalizer, zero_held: bool):
+    """Global ranking, N = 10, rounds at steps 0 and 1 (no training): round 0's channels still
+    decay at round 1. With ``zero_held`` every slice of them is zeroed before round 1. Returns
+    (held, round 1's picks) as bool ``[S]``."""
+    torch.manual_seed(0)
+    model = TwoBranches()
+    randomize_bn(model, 0)
+    model.double()
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    imp = tp.importance.GroupMagnitudeImportance(p=2, normalizer=normalizer)
+    pruner = dpm_lab.DecayPruner(model, x, imp, decay_steps=10, pruning_ratio=0.5,
+                                 global_pruning=True, round_steps=[0, 1])
+    held = pruner.decay.status == DECAYING
+    if zero_held:
+        pruner.groups.scale_((~held).double())
+    pruner.step(torch.optim.SGD(model.parameters(), lr=0.0))
+    return held, (pruner.decay.status == DECAYING) & ~held
+
+
+def test_held_channels_do_not_shift_later_picks_among_free_ones():
+    """Torch-Pruning's 'mean' normaliser is taken over the free channels: round 1 picks the same
+    channels whether round 0's (held, decaying) channels keep their weights or are zeroed. The
+    control, the same mean over the whole group (a callable normaliser, which cannot be
+    restricted), shows that here the held channels' weights do move the picks."""
+    held, kept = _round_1_picks("mean", zero_held=False)
+    held_z, zeroed = _round_1_picks("mean", zero_held=True)
+    assert torch.equal(held, held_z) and held.any() and kept.any()
+    assert torch.equal(kept, zeroed)
+    whole_group = lambda imp: imp / imp.mean()  # noqa: E731
+    assert not torch.equal(_round_1_picks(whole_group, False)[1],
+                           _round_1_picks(whole_group, True)[1])
 
 
 def test_torchvision_model_at_224_px_needs_the_size_once():

@@ -3,6 +3,7 @@ run resolution), every profile and experiment file lets it act, a smoke DPM run 
 release rule (bias-corrected moving averages of C_rate and C_len, the window gate, rule "all" and
 "any", finite thresholds, what happens to a released structure) agrees, step by step, with a
 plain-Python reference on a tiny float64 conv net."""
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,9 +13,11 @@ import torch
 from torch import nn
 
 from dpm_lab.config import PROFILE_NAMES, get_profile
+from dpm_lab.methods.base import selection_rounds
 from dpm_lab.pruning import (DECAYING, FREE, PRUNED, RELEASED, ChannelGroups, ChannelRatio,
-                             SelfRectifying, SmoothPruning, scores)
-from dpm_lab.runspec import HOSTS, METHODS, SR_METHODS, RunSpec, resolve
+                             SelfRectifying, SmoothPruning, rectify, scores)
+from dpm_lab.runspec import (CORE_DEFAULTS, HOSTS, METHODS, SR_DEFAULTS, SR_METHODS, RunSpec,
+                             data_config, resolve, sr_defaults)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -76,6 +79,17 @@ def test_a_window_that_ends_after_release_until_is_refused():
                   rectifier=SelfRectifying(window=3))
 
 
+def test_a_window_that_ends_after_release_until_counts_from_the_first_round():
+    """Without round 0 the earliest decay begins at the first round: rounds 5 and 10 with window
+    6 could release at step 11 at the earliest, after the last round (release_until 10)."""
+    _, groups = _tiny_groups()
+    with pytest.raises(ValueError, match=r"step 5 .*window = 6.*step 11.*before step 10"):
+        SmoothPruning(groups, ChannelRatio(0.5), 10, rounds=[5, 10], input_size=SIZE,
+                      rectifier=SelfRectifying(window=6))
+    SmoothPruning(groups, ChannelRatio(0.5), 10, rounds=[5, 10], input_size=SIZE,
+                  rectifier=SelfRectifying(window=4))
+
+
 @pytest.mark.parametrize("host, method", [(h, m) for h in HOSTS for m in METHODS[h]
                                           if m in SR_METHODS])
 def test_resolution_refuses_a_window_not_shorter_than_N(host, method):
@@ -84,9 +98,61 @@ def test_resolution_refuses_a_window_not_shorter_than_N(host, method):
     resolve(RunSpec(host=host, method=method, profile="mini", decay_steps=12, window=11))
 
 
-def _sr_can_act(res) -> bool:
+def _steps_per_epoch(profile) -> int:
+    """Training batches per epoch of ``profile``'s run (its training split, after the validation
+    hold-out), from the data itself: what ``Context.total_steps`` multiplies by the epochs. A
+    standard dataset that is not here, used whole, counts its published training-split size
+    (the training loaders drop the last partial batch)."""
+    from dpm_lab.data import DatasetNotFoundError
+    from dpm_lab.experiments import loaders
+
+    key = json.dumps(data_config(profile), sort_keys=True)
+    if key not in _STEPS:
+        try:
+            _STEPS[key] = len(loaders(profile, seed=0, device="cpu").train)
+        except DatasetNotFoundError as err:
+            if profile.dataset not in STANDARD_TRAIN or profile.val_fraction:
+                pytest.skip(f"the timing check needs the run's data: {err}")
+            n = min(STANDARD_TRAIN[profile.dataset], profile.n_train or math.inf)
+            _STEPS[key] = n // profile.batch_size
+    return _STEPS[key]
+
+
+_STEPS: dict[str, int] = {}
+STANDARD_TRAIN = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+
+
+def _decay_timing(res, total_steps):
+    """``(rounds, release_until)`` of the run's SmoothPruning, as its method builds it."""
+    o, host, method = res.config["options"], res.config["host"], res.config["method"]
+    N = o["decay_steps"]
+    if method == "tpp+dpm":
+        if o.get("released") == "replace":
+            return selection_rounds(total_steps, N, CORE_DEFAULTS["prune_phase"]), None
+        return [0], N
+    if host in ("core", "depgraph"):
+        return selection_rounds(total_steps, N, o["prune_phase"]), None
+    if host == "otov2":
+        return (), total_steps - 2 * N
+    # Gate Decorator closes the release window when Tick-Tock reaches its target, which only the
+    # run knows: ahead of it, only window < N can be checked
+    return (), 2 ** 62
+
+
+def _check_sr_can_act(res) -> None:
+    """Build the run's SmoothPruning timing (its rounds and release_until over the run's optimiser
+    steps) with its Self-Rectifying: the constructor raises where no release could ever come
+    (window >= N, or the first possible release not before release_until)."""
     o = res.config["options"]
-    return o["decay_steps"] == 1 or o["self_rectifying"]["window"] < o["decay_steps"]
+    total = res.train.epochs * _steps_per_epoch(res.profile)
+    rounds, until = _decay_timing(res, total)
+    _, groups = _tiny_groups()
+    try:
+        SmoothPruning(groups, None, o["decay_steps"], rounds=rounds, input_size=SIZE,
+                      rectifier=SelfRectifying(**o["self_rectifying"]),
+                      selector=lambda pruner, step: [], release_until=until)
+    except ValueError as err:
+        raise AssertionError(f"{res.spec}: {err}") from None
 
 
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
@@ -95,8 +161,27 @@ def test_every_profile_lets_self_rectifying_act(profile):
     nothing decays across a step, DPM is SP there by definition)."""
     for host in HOSTS:
         for method in (m for m in METHODS[host] if m in SR_METHODS):
-            res = resolve(RunSpec(host=host, method=method, profile=profile))
-            assert _sr_can_act(res), (host, method, res.config["options"])
+            _check_sr_can_act(resolve(RunSpec(host=host, method=method, profile=profile)))
+
+
+def test_a_profile_refuses_an_unknown_self_rectifying_option_naming_the_allowed_ones():
+    """A typo in a profile's Self-Rectifying settings would otherwise do nothing, silently."""
+    assert tuple(SR_DEFAULTS) == rectify.OPTIONS  # one list: what a profile may set has a default
+    smoke = get_profile("smoke")
+    with pytest.raises(ValueError, match=r"unknown Self-Rectifying option\(s\) 'windw' in "
+                                         r"self_rectifying; choose from: t_rate, t_len, rule, "
+                                         r"window, rate_reference"):
+        smoke.with_(self_rectifying={"windw": 2})
+    assert smoke.with_(self_rectifying={"window": 3, "t_len": 2.0}).self_rectifying["window"] == 3
+
+
+def test_the_window_help_gives_each_profiles_default():
+    from dpm_lab.cli import RUN_OPTIONS
+
+    text = next(kw["help"] for _, dest, kw in RUN_OPTIONS if dest == "window")
+    windows = {p: sr_defaults(p)["window"] for p in PROFILE_NAMES}
+    assert windows == {"smoke": 2, "mini": 10, "paper": 10}
+    assert text.endswith("(default per profile: 10; smoke 2)")
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.toml")),
@@ -106,9 +191,24 @@ def test_every_experiment_file_lets_self_rectifying_act(path):
     from dpm_lab.experiment_file import load_experiment
 
     for spec in _sweep_specs(load_experiment(path), sweep=True):
-        res = resolve(spec)
         if spec.method in SR_METHODS:
-            assert _sr_can_act(res), (spec, res.config["options"])
+            _check_sr_can_act(resolve(spec))
+
+
+@pytest.mark.parametrize("host, epochs, window, timing, why", [
+    ("core", 1, 2, ([0], None), r"only before step 0"),
+    ("otov2", 3, 3, ((), 4), r"beginning at step 1 .*window = 3.*step 4.*before step 4")],
+    ids=["core-one-round", "otov2-window-past-release-until"])
+def test_the_timing_check_refuses_runs_where_no_release_could_come(host, epochs, window, timing,
+                                                                   why):
+    """Window < N is not enough: on smoke (4 steps per epoch, N = 4) one epoch leaves the core a
+    single round (nothing to release before), and OTOv2's releases end 2N steps before the end."""
+    res = resolve(RunSpec(host=host, method="dpm", epochs=epochs, window=window,
+                          profile=get_profile("smoke").with_(dataset="synthetic")))
+    assert res.config["options"]["decay_steps"] == 4 and _steps_per_epoch(res.profile) == 4
+    assert _decay_timing(res, 4 * epochs) == timing
+    with pytest.raises(AssertionError, match=why):
+        _check_sr_can_act(res)
 
 
 def test_a_smoke_dpm_run_releases_and_replaces(tmp_path):

@@ -134,30 +134,33 @@ class ProgressiveSelector:
         # picks provisionally while stepping, so the pruner ranks as it would after removal;
         # the weights come back afterwards and Smooth Pruning takes over from L_init. Held,
         # released and picked channels are left out of each group's normaliser, as removal would.
+        # The weights and the free mask are restored even when the budget cannot be reached.
         saved = [e.param.detach().clone() for e in self.groups.entries]
         current, tp_steps = macs(), 0
-        while current > budget:
-            if self.pruner.current_step >= self.pruner.iterative_steps:
-                raise ValueError(f"round {len(self.log)}: MACs budget {budget / self.dense_macs:.3f}"
-                                 f" of dense not reached after {self.pruner.iterative_steps} "
-                                 "pruner steps")
-            added = False
-            self.pruner.importance.free = free_channels(self.groups, ~(skip | picked))
-            for group in self.pruner.step(interactive=True):
-                root = self.names[group[0].dep.target.module]
-                ids = self.groups.structure_ids(root, group[0].idxs)
-                new = ids[~(skip[ids] | picked[ids])]
-                if len(new):
-                    picked[new], added = True, True
-            tp_steps += 1
-            if added:
-                keep = (~picked).float().to(self.groups.group_of.device)
-                self.groups.scale_(keep)
-                current = macs()
-        self.pruner.importance.free = None
-        with torch.no_grad():
-            for e, w in zip(self.groups.entries, saved):
-                e.param.copy_(w)
+        try:
+            while current > budget:
+                if self.pruner.current_step >= self.pruner.iterative_steps:
+                    raise ValueError(f"round {len(self.log)}: MACs budget "
+                                     f"{budget / self.dense_macs:.3f} of dense not reached after "
+                                     f"{self.pruner.iterative_steps} pruner steps")
+                added = False
+                self.pruner.importance.free = free_channels(self.groups, ~(skip | picked))
+                for group in self.pruner.step(interactive=True):
+                    root = self.names[group[0].dep.target.module]
+                    ids = self.groups.structure_ids(root, group[0].idxs)
+                    new = ids[~(skip[ids] | picked[ids])]
+                    if len(new):
+                        picked[new], added = True, True
+                tp_steps += 1
+                if added:
+                    keep = (~picked).float().to(self.groups.group_of.device)
+                    self.groups.scale_(keep)
+                    current = macs()
+        finally:
+            self.pruner.importance.free = None
+            with torch.no_grad():
+                for e, w in zip(self.groups.entries, saved):
+                    e.param.copy_(w)
         self.log.append({"step": step, "budget": budget / self.dense_macs,
                          "macs_ratio": current / self.dense_macs, "pruner_steps": tp_steps,
                          "selected": int(picked.sum())})

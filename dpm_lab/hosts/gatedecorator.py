@@ -16,7 +16,8 @@ gates, BN biases and classifier move), accumulating the Taylor scores, then prun
 the remaining channels with the lowest score (:class:`TaylorSelector`). A tock, every T ticks,
 trains everything with L1 on the gates. This repeats until the MACs reach the target.
 
-**With DPM** (our reading of the DPM paper, ALGORITHMS.md §3.3): the host's pick is not masked;
+**With DPM** (our reading: the DPM authors published no code, and their README's table says only
+that with this host DPM "zeroes out masks"): the host's pick is not masked;
 its gates decay to zero over N steps (:class:`~dpm_lab.pruning.SmoothPruning` with the gate
 slices as its ``entries``) during the following ticks and tocks, and Self-Rectifying reads the
 ∂L/∂φ the host already computes. A channel is *held* (counts towards the MACs target) from the

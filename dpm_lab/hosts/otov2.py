@@ -29,17 +29,17 @@ so its effect can be measured on and off):
   projected again. ``"leave"`` takes it out of G_p; ``"replace"`` also brings in the
   best-scoring free group outside G_p, so G_p keeps its size.
 
-What Self-Rectifying reads (``sr_signal``): ``"gradient"`` (default), the raw loss gradient, as
-in every other host; ``"update"``, DHSPG's step direction u, x̂ = x − lr·u (the base direction d
-with momentum and weight decay, plus the group-lasso pull λ_g·x_g/‖x_g‖), which the algorithm
-notes (ALGORITHMS.md §3.1) read as SR's input. The raw gradient stays the default because
-DHSPG's adaptive λ_g is built to overpower exactly the outward push SR looks for: where
-⟨x_g, d_g⟩ < 0 it sets λ_g above −⟨x_g, d_g⟩/‖x_g‖ unless its cap λ·hat_λ_coeff binds, so
-⟨x_g, u_g⟩ > 0: the step of a group under the lasso (a decaying G_p group, until the target is
-reached) points inward, and its C_rate is pulled down whatever the loss says. The gradient asks
-whether the loss resists the decay, the update whether DHSPG's step does; the option lets both
-be measured. With ``"update"``, u is left in every parameter's ``.grad`` after the step, where
-Self-Rectifying reads it (the next step's ``zero_grad`` discards it).
+What Self-Rectifying reads (``sr_signal``): ``"gradient"`` (default), the raw loss gradient, as in
+every other host; ``"update"``, DHSPG's step direction u, x̂ = x − lr·u (the base direction d with
+momentum and weight decay, plus the group-lasso pull λ_g·x_g/‖x_g‖): DHSPG's own variant of the
+gradient, our reading of what SR would take from this host (the DPM authors published no code). The
+raw gradient stays the default because DHSPG's adaptive λ_g is built to overpower exactly the
+outward push SR looks for: where ⟨x_g, d_g⟩ < 0 it sets λ_g above −⟨x_g, d_g⟩/‖x_g‖ unless its cap
+λ·hat_λ_coeff binds, so ⟨x_g, u_g⟩ > 0: the step of a group under the lasso (a decaying G_p group,
+until the target is reached) points inward, and its C_rate is pulled down whatever the loss says.
+The gradient asks whether the loss resists the decay, the update whether DHSPG's step does; the
+option lets both be measured. With ``"update"``, u is left in every parameter's ``.grad`` after the
+step, where Self-Rectifying reads it (the next step's ``zero_grad`` discards it).
 
 Choices where the sources are silent (all parameters):
 - base direction: SGD with momentum and L2 weight decay (the tutorials' recipe); DHSPG's own

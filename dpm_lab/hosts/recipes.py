@@ -89,7 +89,8 @@ def depgraph_recipe(profile: Profile | str | None = None, sparse_learning: bool 
     return replace(r, model=model) if model else r
 
 
-# The DPM paper's OTOv2 rows: OTOv2's legacy tutorial recipes (ALGORITHMS.md §4.5). N = 5 epochs
+# The DPM paper's OTOv2 rows: OTOv2's legacy tutorial recipes (github.com/tianyic/only_train_once,
+# branch otov2_legacy_backup, tutorials 01-04; DPM says it kept each host's recipe). N = 5 epochs
 # of steps (the paper does not state N; our choice): 782 steps per epoch for CIFAR-10 at batch
 # 64, 10009 for ImageNet-1k (1 281 167 images) at batch 128.
 _PAPER_OTOV2 = {
@@ -139,11 +140,12 @@ def otov2_recipe(profile: Profile | str | None = None, model: str | None = None,
 
 @dataclass(frozen=True)
 class TPPRecipe:
-    """TPP (ALGORITHMS.md §5): the ``layer_ratio`` smallest-L1 filters of every layer whose name
-    matches ``layers`` (and no ``exclude`` pattern) are chosen once; ``regularise`` trains with
-    the penalty for ``ramp_epochs`` (r grows to ``r_max``) plus ``stabilize_epochs`` (held, with
-    layer-by-layer zeroing every ``zero_interval`` steps); then removal and ``finetune``.
-    ``update_interval``: K_u. ``decay_steps``: N of TPP × DPM, which replaces the zeroing."""
+    """TPP (Wang & Fu, ICLR 2023; github.com/MingSun-Tse/TPP): the ``layer_ratio`` smallest-L1
+    filters of every layer whose name matches ``layers`` (and no ``exclude`` pattern) are chosen
+    once; ``regularise`` trains with the penalty for ``ramp_epochs`` (r grows to ``r_max``) plus
+    ``stabilize_epochs`` (held, with layer-by-layer zeroing every ``zero_interval`` steps); then
+    removal and ``finetune``. ``update_interval``: K_u. ``decay_steps``: N of TPP × DPM, which
+    replaces the zeroing."""
 
     layers: tuple[str, ...]
     exclude: tuple[str, ...]
@@ -201,7 +203,8 @@ def tpp_recipe(profile: Profile | str | None = None, model: str | None = None,
 
 @dataclass(frozen=True)
 class GateDecoratorRecipe:
-    """Gate Decorator (ALGORITHMS.md §4.5, §7): BN folded into gates, then Tick-Tock until the
+    """Gate Decorator (You et al., NeurIPS 2019; official configs in ``run/`` of
+    github.com/youzhonghui/gate-decorator-pruning): BN folded into gates, then Tick-Tock until the
     MACs fall to ``target_macs`` of dense. A *tick* trains ``tick_batches`` steps with the conv
     weights frozen (``tick``: SGD at the low lr), accumulating the Taylor scores, then prunes
     ``prune_fraction`` of the remaining channels (each group keeps ``min_keep`` of its own). A

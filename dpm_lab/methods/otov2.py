@@ -2,7 +2,8 @@
 with SP/DPM, DHSPG's projection hands groups to Smooth Pruning, the projections stop N steps
 before the end (so every decay finishes), and the deviations the recipe names are applied. What
 Self-Rectifying reads, ``sr_signal``, is in the options only when it is not the default (the raw
-gradient), so the configurations, and run ids, from before the option are unchanged."""
+gradient), like TPP's ``released``: the options hold the deviation, so asking for the default by
+name is the same run, with the same id, as not asking."""
 from __future__ import annotations
 
 from ..engine import evaluate

@@ -67,8 +67,10 @@ class SmoothPruning(Hook):
     > 0, else nothing could ever be released (raises). A decaying structure is observed by
     Self-Rectifying after each of the N − 1 optimiser steps that follow its selection, and a
     release needs ``rectifier.window`` observations, so N ≥ 2 needs window < N, and the first
-    possible release (window steps after the earliest decay begins) must come before
-    ``release_until``; either violation raises, naming the values. N = 1 with a rectifier is
+    possible release (window steps after the earliest decay begins: the first of ``rounds``;
+    without rounds, step 1, the earliest a host's :meth:`request` takes effect) must come before
+    ``release_until``; either violation raises, naming the values. With ``rounds``, decays are
+    taken to begin at the rounds: no host both has rounds and requests. N = 1 with a rectifier is
     allowed: nothing decays across a step, so DPM at N = 1 is SP at N = 1 (hard removal at each
     round) by definition.
 
@@ -112,16 +114,18 @@ class SmoothPruning(Hook):
                 f"over the first part of T training steps, or release_until=")
         if rectifier is not None:
             check_release_window(decay_steps, rectifier.window)
-            # the earliest decay begins at round 0, or at step 1 for a host's request; its
-            # window-th observation comes ``window`` steps later, and must precede release_until
-            first = 0 if self.rounds and self.rounds[0] == 0 else 1
+            # the earliest decay begins at the first round; without rounds, at step 1 (a host's
+            # request takes effect at the next after_step, a host's own round() follows its
+            # first training step); its window-th observation comes ``window`` steps later, and
+            # must precede release_until
+            first = self.rounds[0] if self.rounds else 1
             if decay_steps > 1 and first + rectifier.window >= self.release_until:
                 raise ValueError(
                     f"Self-Rectifying could never release anything: a decay beginning at step "
                     f"{first} completes its window = {rectifier.window} observations at step "
                     f"{first + rectifier.window}, but releases are allowed only before step "
-                    f"{self.release_until}. Give a shorter window or a later release_until "
-                    f"(a later last selection round)")
+                    f"{self.release_until}. Give a shorter window, an earlier first round or a "
+                    f"later release_until (a later last selection round)")
         self.selector = selector
         self.rectifier, self.input_size, self.trace = rectifier, input_size, trace
         self.dense_macs, self.dense_params = macs_params(groups.model, input_size)

@@ -41,6 +41,9 @@ import torch
 
 RULES = ("all", "any")
 RATE_REFERENCES = ("gradient", "decay_step", "norm")
+# The settings a run's configuration gives Self-Rectifying (its arguments that shape releases;
+# ``runspec.SR_DEFAULTS`` holds a default for each, a profile's ``self_rectifying`` overrides some)
+OPTIONS = ("t_rate", "t_len", "rule", "window", "rate_reference")
 
 
 def radial_cosine(groups, entries=None) -> torch.Tensor:

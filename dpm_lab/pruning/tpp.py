@@ -8,7 +8,8 @@ zero, which decorrelates the pruned filters from the kept ones while leaving the
 correlations free. Beside it, an L2 pull on the pruned filters' weights and biases and on their
 BN γ and β drives the whole channel to zero. Both grow on one ramp r(t); when the ramp is full
 the penalty is held (stabilise phase) while the pruned slices are hard-zeroed layer by layer;
-then the zero channels are removed and the network fine-tuned (ALGORITHMS.md §5).
+then the zero channels are removed and the network fine-tuned (the paper's schedule, as the
+official code github.com/MingSun-Tse/TPP, ``pruner/opp_pruner.py``, runs it).
 
 The official code's loss is the mean squared error between ``G`` and a detached copy with the
 pruned rows and columns zeroed, weighted by ``gram_weight · r(t)``:
