@@ -1,6 +1,7 @@
 """Shared fixtures: small generated data (no files needed) and the real slice when present."""
 import pytest
 import torch
+import torch.nn as nn
 
 from dpm_lab.config import TrainConfig
 from dpm_lab.data import SLICE_FILE, TensorLoader, data_roots, synthetic_dataset
@@ -98,3 +99,19 @@ class Stepper:
         if hook:
             hook.after_step(self.state)
         self.state.step += 1
+
+
+class TwoBranches(nn.Module):
+    """Two conv branches on the input, concatenated into the output layer: two groups whose
+    scores share no parameter, so a taken channel of one can change the other's scores only
+    through a normaliser."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b, self.bn_b = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(14, 4)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.bn_a(self.a(x))), torch.relu(self.bn_b(self.b(x)))], 1)
+        return self.head(self.pool(y).flatten(1))

@@ -11,31 +11,14 @@ from dpm_lab.metrics import macs_params
 from dpm_lab.models import get_model
 from dpm_lab.pruning import (ChannelRatio, IterativePruning, MacsTarget, iterative_rounds,
                              load_pruned, single_step_prune)
-from conftest import Stepper, randomize_bn
-
-
-class Double:
-    """A loader's batches in float64, so that equalities between runs are exact to rounding."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def set_epoch(self, epoch):
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x.double(), y
+from conftest import Float64Batches, Stepper, randomize_bn
 
 
 @pytest.fixture
 def double_loaders(synthetic):
     train, test = synthetic  # 128 training images: 4 steps per epoch
-    return (Double(TensorLoader(train.subset(128), 32, train=True, seed=0)),
-            Double(TensorLoader(test.subset(32), 32, train=False)))
+    return (Float64Batches(TensorLoader(train.subset(128), 32, train=True, seed=0)),
+            Float64Batches(TensorLoader(test.subset(32), 32, train=False)))
 
 
 def _dense(seed=0):

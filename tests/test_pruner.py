@@ -13,7 +13,7 @@ from dpm_lab.engine import TrainState
 from dpm_lab.models import get_model
 from dpm_lab.pruner import MACS_GRID_RATIO, MACS_GRID_STEPS
 from dpm_lab.pruning import DECAYING, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
-from conftest import randomize_bn
+from conftest import TwoBranches, randomize_bn
 
 X32 = (1, 3, 32, 32)
 
@@ -152,21 +152,6 @@ def test_rounds_follow_torch_pruning_iterative_steps(global_pruning):
     assert shapes(ours) == shapes(theirs)
     batch = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     torch.testing.assert_close(ours.eval()(batch), theirs.eval()(batch), rtol=0, atol=1e-10)
-
-
-class TwoBranches(nn.Module):
-    """Two conv branches on the input, concatenated into the classifier: two groups that share no
-    parameter, so a held channel of one can move the other's scores only through a normaliser."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.b, self.bn_b = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
-        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(14, 4)
-
-    def forward(self, x):
-        y = torch.cat([torch.relu(self.bn_a(self.a(x))), torch.relu(self.bn_b(self.b(x)))], 1)
-        return self.head(self.pool(y).flatten(1))
 
 
 def _round_1_picks(normalizer, zero_held: bool):

@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn as nn
 import torch_pruning as tp
 
 from dpm_lab.hosts import make_pruner
@@ -12,25 +11,9 @@ from dpm_lab.models import get_model, input_size
 from dpm_lab.pruning import (CRITERIA, DECAYING, FREE, PRUNED, RELEASED, ChannelGroups,
                              MacsTarget, SmoothPruning, decay, remove_channels, scores, select)
 from dpm_lab.pruning.selection import FreeNormalized, free_channels
-from conftest import randomize_bn
+from conftest import TwoBranches, randomize_bn
 
 TOY = (1, 3, 8, 8)
-
-
-class TwoBranches(nn.Module):
-    """Two conv branches on the input, concatenated into the output layer: two groups whose
-    scores share no parameter, so a taken channel of one can change the other's scores only
-    through a normaliser."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.b, self.bn_b = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
-        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(14, 4)
-
-    def forward(self, x):
-        y = torch.cat([torch.relu(self.bn_a(self.a(x))), torch.relu(self.bn_b(self.b(x)))], 1)
-        return self.head(self.pool(y).flatten(1))
 
 
 def _toy(criterion):
