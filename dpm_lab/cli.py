@@ -134,6 +134,13 @@ RUN_OPTIONS = [
     (("--val-fraction",), "val_fraction",
      dict(type=_val_fraction, help="hold out this fraction of the training split for "
                                    "validation (default: the profile's, 0)")),
+    (("--dense-epochs",), "dense_epochs",
+     dict(type=_positive_int, help="epochs of the dense run the pruning starts from (default: "
+                                   "the profile's; another value trains its own dense model)")),
+    (("--dense-lr",), "dense_lr",
+     dict(type=_number(float, lambda v: v > 0, "a number > 0"),
+          help="learning rate of the dense run the pruning starts from (default: the "
+               "profile's)")),
     (("--target-macs", "--targets"), "target_macs",
      dict(type=_fraction, help="core, gatedecorator: fraction of dense MACs to keep (default "
                                "0.5; gatedecorator: the recipe's)")),
@@ -207,7 +214,8 @@ RUN_OPTIONS = [
 OPTION_GROUPS = {
     "common options": ("where runs go, the method, the model and data, the training recipe",
                        ("host", "method", "seed", "model", "dataset", "epochs", "lr", "schedule",
-                        "nesterov", "label_smoothing", "weight_decay", "val_fraction")),
+                        "nesterov", "label_smoothing", "weight_decay", "val_fraction",
+                        "dense_epochs", "dense_lr")),
     "core (--host core)": ("DPM's own selection, and SP's and DPM's schedule (also --host "
                            "depgraph)",
                            ("target_macs", "channel_ratio", "layer_ratio", "criterion",
@@ -252,8 +260,9 @@ def _run_options(p: argparse.ArgumentParser, **extra) -> dict:
 
 def _places(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
-                   help="smoke (seconds), mini (minutes on CPU) or paper (published recipe, GPU); "
-                        "default: $DPM_LAB_PROFILE, else mini")
+                   help="smoke (seconds), mini (minutes on CPU), full (all of CIFAR-10, hours on "
+                        "CPU) or paper (published recipe, GPU); default: $DPM_LAB_PROFILE, else "
+                        "mini")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset (default: $DPM_LAB_DATA, ./data, then data/ "
                         "and shared/data/ in the working directory's parents)")

@@ -56,7 +56,9 @@ class RunSpec:
     ``epochs`` sets the pruning phase's training (fine-tuning; OTOv2's one DHSPG run), scaling
     multistep milestones with it; ``lr``, ``schedule``, ``nesterov``, ``label_smoothing`` and
     ``weight_decay`` override the same phase's recipe. ``val_fraction`` holds out that part of
-    the training split.
+    the training split. ``dense_epochs`` and ``dense_lr`` change the profile's dense recipe (its
+    milestones scaled with the epochs), so that a recipe search is an experiment file like any
+    other.
     """
 
     host: str = "core"
@@ -72,6 +74,10 @@ class RunSpec:
     label_smoothing: float | None = None
     weight_decay: float | None = None
     val_fraction: float | None = None
+    # the dense run the pruning starts from (a recipe search's candidates); another value is
+    # another dense checkpoint, trained once and shared like the profile's
+    dense_epochs: int | None = None
+    dense_lr: float | None = None
     # core selection
     target_macs: float | None = None
     channel_ratio: float | None = None
@@ -216,7 +222,7 @@ def resolve(spec: RunSpec) -> Resolved:
     profile = spec.profile if isinstance(spec.profile, Profile) else get_profile(spec.profile)
     changes = {k: v for k, v in (("model", spec.model), ("dataset", spec.dataset),
                                  ("val_fraction", spec.val_fraction)) if v is not None}
-    profile = profile.with_(**changes)
+    profile = _dense(spec, profile.with_(**changes))
     resolve_host = {"core": _core, "depgraph": _depgraph, "otov2": _otov2,
                     "gatedecorator": _gatedecorator}[spec.host]
     profile, train, dense, options, recipe = resolve_host(spec, profile)
@@ -259,10 +265,21 @@ def _epochs(train, spec: RunSpec):
     return replace(train, **changes) if changes else train
 
 
+def _dense(spec: RunSpec, profile: Profile) -> Profile:
+    """``profile`` with the spec's dense recipe overrides (validated again): the dense checkpoint
+    the run starts from is then the one of that recipe (``dense_config``), shared by every run
+    that asks for the same."""
+    if spec.dense_epochs is None and spec.dense_lr is None:
+        return profile
+    dense = profile.dense if spec.dense_epochs is None else \
+        profile.dense.with_epochs(spec.dense_epochs)
+    return profile.with_(dense=dense if spec.dense_lr is None else replace(dense, lr=spec.dense_lr))
+
+
 def sr_defaults(profile: Profile | str | None = None) -> dict:
     """The Self-Rectifying settings a run of ``profile`` gets where the spec leaves them out:
-    ``SR_DEFAULTS`` with the profile's own ``self_rectifying`` values over them (only ``smoke``
-    has any: its decays last a few steps, shorter than the default window)."""
+    ``SR_DEFAULTS`` with the profile's own ``self_rectifying`` values over them (``smoke``: its
+    decays last a few steps, shorter than the default window; ``full``: its provisional window)."""
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     return {**SR_DEFAULTS, **p.self_rectifying}
 
@@ -446,6 +463,11 @@ def _otov2(spec: RunSpec, profile: Profile):
                          f"{', '.join(SR_SIGNALS)}")
     if spec.sr_signal not in (None, SR_SIGNALS[0]):  # a deviation only, as TPP's released: the
         options["sr_signal"] = spec.sr_signal         # default named or not is one run, one id
+    if recipe.from_dense is not True and (spec.dense_epochs, spec.dense_lr) != (None, None):
+        start = "torchvision's pretrained weights" if recipe.from_dense else "scratch"
+        raise ValueError(f"--dense-epochs and --dense-lr do not apply to --host otov2 with the "
+                         f"{profile.name} recipe of {recipe.model}: it starts from {start}, not "
+                         f"from a dense checkpoint")
     dense = ({"torchvision_weights": PRETRAINED[profile.model]} if recipe.from_dense == "torchvision"
              else asdict(profile.dense) if recipe.from_dense else None)
     return profile, recipe.train, dense, options, recipe
@@ -525,6 +547,7 @@ def describe(config: dict) -> dict:
     sr = o.get("self_rectifying") or {}
     host = config.get("host", "-")
     train = config["train"]
+    dense = config.get("dense") or {}  # None: OTOv2 from scratch
     # TPP selects by filter L1 (as its L1 baseline, ``single-step --layer-ratio``, does), and its
     # regularisation epochs count in its budget: comparisons pair runs at equal total epochs
     regularise = o.get("regularise", {}).get("epochs", 0)
@@ -534,6 +557,8 @@ def describe(config: dict) -> dict:
             "N": o.get("decay_steps"), "epochs": train["epochs"] + regularise, "schedule": train.get("schedule"), "lr": train.get("lr"),
             "nesterov": train.get("nesterov"), "label_smoothing": train.get("label_smoothing"),
             "val_fraction": config["data"]["val_fraction"],
+            # the dense recipe a pruning run starts from (a dense record's own is epochs and lr)
+            "dense_epochs": dense.get("epochs"), "dense_lr": dense.get("lr"),
             **{k: sr.get(k) for k in SR_DEFAULTS},
             **{k: o.get(k) for k in ("lasso_while_decaying", "l_init_at")},
             "on_release": o.get("released"),  # OTOv2's --released (a count is "released")

@@ -26,6 +26,21 @@ def slice_available() -> bool:
 needs_slice = pytest.mark.skipif(not slice_available(), reason="CIFAR-10 slice not found (CI has it)")
 
 
+def whole_cifar10_available() -> bool:
+    """The ``full`` profile can be built: official CIFAR-10 or its JPEG copy is found."""
+    from dpm_lab.data import DatasetNotFoundError, whole_cifar10
+    try:
+        whole_cifar10()
+        return True
+    except DatasetNotFoundError:
+        return False
+
+
+needs_whole_cifar10 = pytest.mark.skipif(not whole_cifar10_available(),
+                                         reason="neither CIFAR-10 nor its JPEG copy found (CI has "
+                                                "the JPEG copy)")
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
     """Give every BN non-trivial affine parameters and running statistics, so that eval-mode
     equivalence checks cannot pass by accident."""

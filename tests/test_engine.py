@@ -113,7 +113,7 @@ def test_profiles_switch_by_environment(monkeypatch):
     monkeypatch.setenv("DPM_LAB_PROFILE", "paper")
     assert get_profile().model == "resnet56" and get_profile().dense.epochs == 200
     assert get_profile("mini").dataset == "cifar10-slice"
-    with pytest.raises(ValueError, match="'huge'.*smoke, mini, paper"):
+    with pytest.raises(ValueError, match="'huge'.*smoke, mini, full, paper"):
         get_profile("huge")
 
 

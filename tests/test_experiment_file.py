@@ -14,9 +14,14 @@ from dpm_lab.cli import _given_axes, _run_spec, _sweep_specs, build_parser
 from dpm_lab.experiment_file import load_experiment
 from dpm_lab.runspec import resolve
 
+from conftest import needs_whole_cifar10
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FILES = sorted(CONFIGS.rglob("*.toml"))
-PROFILE_OF_FOLDER = {"paper": "paper", "mini": "mini", "ablations": "mini"}
+PROFILE_OF_FOLDER = {"paper": "paper", "mini": "mini", "ablations": "mini", "full": "full"}
+# the full profile names the whole-CIFAR-10 data it finds when it is built
+FILE_PARAMS = [pytest.param(p, marks=needs_whole_cifar10 if p.parent.name == "full" else ())
+               for p in FILES]
 
 
 def _cli(*args):
@@ -29,11 +34,11 @@ def _write(tmp_path, text: str) -> Path:
     return path
 
 
-def test_there_are_paper_mini_and_ablation_files():
+def test_there_are_paper_mini_full_and_ablation_files():
     assert {f.parent.name for f in FILES} == set(PROFILE_OF_FOLDER)
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("path", FILE_PARAMS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_file_loads_and_every_run_resolves(path):
     axes = load_experiment(path)
     specs = _sweep_specs(axes, sweep=True)

@@ -4,8 +4,10 @@ DPM's authors kept each framework's original configuration (the DPM paper, §4);
 ``paper`` recipes are those configurations, one per row of the paper's tables. The ``mini``
 recipes shrink them to minutes on a CPU, keeping their shape (DepGraph: sparse learning, then
 pruning, then fine-tuning; OTOv2: one training run that prunes as it goes); ``smoke`` only
-exercises the code. Within a recipe, host, host + SP and host + DPM train the same epochs from
-the same starting checkpoint, so the comparison is fair.
+exercises the code. ``full`` (all of CIFAR-10) has DepGraph's recipe only, the one its issue
+measures: OTOv2, TPP and Gate Decorator refuse it, naming the profiles they have recipes for,
+rather than run a recipe nobody chose for it. Within a recipe, host, host + SP and host + DPM
+train the same epochs from the same starting checkpoint, so the comparison is fair.
 """
 from __future__ import annotations
 
@@ -62,6 +64,14 @@ class OTOv2Recipe:
         return asdict(self)
 
 
+def no_recipe(what: str, profile: Profile, profiles: tuple[str, ...]) -> ValueError:
+    """The error for a host (or TPP) asked to run a profile it has no recipe for: a recipe is a
+    choice made for the profile's data and budget (``full``'s OTOv2 λ, say, is not mini's),
+    never one silently borrowed from another profile."""
+    return ValueError(f"{what} has no recipe for profile {profile.name!r}; its recipes "
+                      f"are for the profiles: {', '.join(profiles)}")
+
+
 def _sl(epochs: int, **kw) -> TrainConfig:
     # Torch-Pruning turns the optimiser's weight decay off while the regulariser runs.
     return TrainConfig(epochs=epochs, lr=0.01, weight_decay=0.0, **kw)
@@ -81,9 +91,17 @@ def depgraph_recipe(profile: Profile | str | None = None, sparse_learning: bool 
     elif p.name == "mini":
         r = DepGraphRecipe(model="resnet20", speedup=2.0, sparse_learning=_sl(10, schedule="cosine"),
                            finetune=p.finetune, decay_steps=p.decay_steps)
-    else:
+    elif p.name == "full":
+        # sparse learning as long as fine-tuning, as in the paper recipe (100 + 100 epochs), at
+        # mini's cosine lr 0.01; it follows the profile's fine-tuning budget once that is chosen
+        r = DepGraphRecipe(model="resnet20", speedup=2.0,
+                           sparse_learning=_sl(p.finetune.epochs, schedule="cosine"),
+                           finetune=p.finetune, decay_steps=p.decay_steps)
+    elif p.name == "smoke":
         r = DepGraphRecipe(model=p.model, speedup=2.0, sparse_learning=_sl(1, schedule="constant"),
                            finetune=p.finetune, decay_steps=p.decay_steps)
+    else:
+        raise no_recipe("the DepGraph host", p, ("smoke", "mini", "full", "paper"))
     if not sparse_learning:
         r = replace(r, sparse_learning=None)
     return replace(r, model=model) if model else r
@@ -130,11 +148,14 @@ def otov2_recipe(profile: Profile | str | None = None, model: str | None = None,
         r = OTOv2Recipe(model=model or "resnet20", target_sparsity=0.5, decay_steps=p.decay_steps,
                         start_epoch=1, lmbda=0.3, epsilon=0.9, from_dense=True,
                         train=TrainConfig(epochs=20, lr=0.05, schedule="cosine", weight_decay=5e-4))
-    else:  # smoke: λ so large that groups are projected within its 16 steps (code paths only);
-        # 4 epochs, so that Self-Rectifying may release before step 16 - 2N = 8 (methods/otov2.py)
+    elif p.name == "smoke":  # λ so large that groups are projected within its 16 steps (code
+        # paths only); 4 epochs, so that Self-Rectifying may release before step 16 - 2N = 8
+        # (methods/otov2.py)
         r = OTOv2Recipe(model=model or p.model, target_sparsity=0.5, decay_steps=p.decay_steps,
                         start_epoch=0, lmbda=5.0, epsilon=0.9, from_dense=True,
                         train=TrainConfig(epochs=4, lr=0.05, schedule="constant"))
+    else:
+        raise no_recipe("the OTOv2 host", p, ("smoke", "mini", "paper"))
     return r if target_sparsity is None else replace(r, target_sparsity=target_sparsity)
 
 
@@ -192,9 +213,12 @@ def tpp_recipe(profile: Profile | str | None = None, model: str | None = None,
     elif p.name == "mini":
         ramp, stab, extra = 3, 2, dict(zero_interval=10)
         finetune = p.finetune.with_epochs(p.finetune.epochs - ramp - stab)
-    else:  # smoke: one epoch each, every step a ramp update
+    elif p.name == "smoke":  # one epoch each, every step a ramp update
         ramp, stab, extra = 1, 1, dict(update_interval=1, zero_interval=1)
         finetune = p.finetune
+    else:
+        raise no_recipe("TPP (--method tpp, tpp+dpm, or --layer-ratio)", p,
+                        ("smoke", "mini", "paper"))
     return TPPRecipe(layers=layers, exclude=exclude,
                      layer_ratio=0.5 if layer_ratio is None else layer_ratio,
                      regularise=replace(reg, epochs=ramp + stab), ramp_epochs=ramp,
@@ -260,6 +284,8 @@ def gatedecorator_recipe(profile: Profile | str | None = None,
                                    prune_fraction=0.05, tick_batches=10, tick=tick,
                                    tock=replace(tock, epochs=1), tock_every=5,
                                    finetune=p.finetune, decay_steps=20, finish_ticks=2)
+    if p.name != "smoke":
+        raise no_recipe("the Gate Decorator host", p, ("smoke", "mini", "paper"))
     return GateDecoratorRecipe(model=model or p.model, target_macs=0.7, prune_fraction=0.2,
                                tick_batches=2, tick=tick, tock=replace(tock, epochs=1),
                                tock_every=2, finetune=p.finetune, decay_steps=p.decay_steps,
