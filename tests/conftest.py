@@ -130,3 +130,20 @@ class TwoBranches(nn.Module):
     def forward(self, x):
         y = torch.cat([torch.relu(self.bn_a(self.a(x))), torch.relu(self.bn_b(self.b(x)))], 1)
         return self.head(self.pool(y).flatten(1))
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network and no CIFAR-10 slice anywhere: torchvision's download fails as it does
+    offline, the data roots are empty folders under ``tmp_path``, and the working directory has
+    no data/ or shared/data/ in it or above it."""
+    from urllib.error import URLError
+
+    import torchvision.datasets.cifar
+
+    def no_network(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", no_network)
+    monkeypatch.setenv("DPM_LAB_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)

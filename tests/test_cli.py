@@ -181,18 +181,8 @@ def test_main_job_prunes_to_half_the_macs_prints_its_table_and_reuses_the_run(
     assert _main_job_table(capsys.readouterr().out)[1:] == (dense, pruned)
 
 
-def test_main_job_without_the_slice_or_network_fails_in_one_line_saying_how(tmp_path,
-                                                                             monkeypatch, capsys):
-    from urllib.error import URLError
-
-    import torchvision.datasets.cifar
-
-    def offline(*args, **kwargs):
-        raise URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
-    monkeypatch.setenv("DPM_LAB_DATA", str(tmp_path / "env"))
-    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)  # no data/ or shared/data/ here or above
+def test_main_job_without_the_slice_or_network_fails_in_one_line_saying_how(tmp_path, offline,
+                                                                             capsys):
     assert main(["main-job", "--profile", "mini"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "cifar10_prefix_subset.npz" in lines[0]

@@ -411,21 +411,11 @@ def test_slice_built_from_official_batches_has_the_shipped_arrays(tmp_path, monk
     assert "train_y" not in str(err.value) and "test_x" not in str(err.value)
 
 
-def test_missing_slice_whose_download_fails_says_what_where_and_how(tmp_path, monkeypatch):
+def test_missing_slice_whose_download_fails_says_what_where_and_how(tmp_path, offline):
     """No slice anywhere and no network: one error naming the file, every folder searched, the
     failed download and its cause, and the command to run once online."""
-    from urllib.error import URLError
-
-    import torchvision.datasets.cifar
-
     from dpm_lab.data import SLICE_FILE, download_cifar10_slice
 
-    def offline(*args, **kwargs):
-        raise URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
-    monkeypatch.setenv("DPM_LAB_DATA", str(tmp_path / "env"))
-    monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)  # no data/ or shared/data/ here or above
     given = tmp_path / "given"
     with pytest.raises(DatasetNotFoundError) as err:
         download_cifar10_slice(given)
