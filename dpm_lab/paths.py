@@ -82,13 +82,14 @@ def repository_file(relative: str) -> Path:
 
 def reference_dir(kind: str = "results") -> Path | None:
     """The repository's committed reference folder (``results/reference`` or
-    ``figures/reference``), found from the working directory upwards; ``None`` outside a
-    checkout. ``$DPM_LAB_REFERENCE`` overrides the results folder."""
+    ``figures/reference``), found from the working directory upwards, then in the checkout the
+    package was loaded from (an editable install, as ``make`` sets up, finds it from anywhere);
+    ``None`` where neither is a checkout. ``$DPM_LAB_REFERENCE`` overrides the results folder."""
     if kind not in ("results", "figures"):
         raise ValueError(f"unknown reference kind {kind!r}; choose one of: results, figures")
     if kind == "results" and os.environ.get("DPM_LAB_REFERENCE"):
         return Path(os.environ["DPM_LAB_REFERENCE"])
-    for base in _ancestors():
+    for base in [*_ancestors(), PACKAGE_CHECKOUT]:
         if (base / kind / "reference").is_dir():
             return base / kind / "reference"
     return None

@@ -38,6 +38,15 @@ def test_reference_folder_is_found_from_a_subfolder(monkeypatch):
     assert paths.reference_dir("figures") == repo / "figures" / "reference"
 
 
+def test_reference_folder_is_found_from_outside_the_checkout(tmp_path, monkeypatch):
+    """The docs' examples and a user's script run from anywhere: an editable install finds the
+    checkout it was loaded from."""
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DPM_LAB_REFERENCE", raising=False)
+    assert paths.reference_dir("results") == repo / "results" / "reference"
+
+
 def test_a_record_read_from_a_file_finds_its_checkpoint_below_the_folders_above_it(tmp_path,
                                                                                    monkeypatch):
     """A home's records read from another working directory (a notebook's folder; no
