@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dpm_lab import claims
+from dpm_lab.training import claims
 
 fork = multiprocessing.get_context("fork")  # children only touch files: no torch, fast start
 ROUNDS, RACERS = 1000, 6  # about 1 % of rounds gives two winners on 4c9a40c

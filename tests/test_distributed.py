@@ -15,11 +15,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from dpm_lab import distributed
-from dpm_lab.config import TrainConfig
-from dpm_lab.data import TensorLoader, synthetic_dataset
-from dpm_lab.engine import Hook, fit
-from dpm_lab.hosts import DHSPG
+from dpm_lab.training import distributed
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.data import TensorLoader, synthetic_dataset
+from dpm_lab.training.engine import Hook, fit
+from dpm_lab.hosts.otov2.algorithm.algorithm import DHSPG
 from dpm_lab.pruning import PRUNED, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
 
 ROUNDS, N, EPOCHS, GLOBAL_BATCH = [0, 4, 8], 3, 2, 32

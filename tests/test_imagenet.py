@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dpm_lab import experiments
-from dpm_lab.config import get_profile
-from dpm_lab.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
-from dpm_lab.hosts.recipes import otov2_recipe
-from dpm_lab.runspec import RunSpec
+from dpm_lab.experiments.runner import runner as experiments
+from dpm_lab.experiments.runner.profiles import get_profile
+from dpm_lab.training.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
+from dpm_lab.hosts.otov2.algorithm.recipe import otov2_recipe
+from dpm_lab.experiments.runner.runspec import RunSpec
 
 
 def _image_folder(root, per_class: dict, classes=("n01", "n02"), size=48):
@@ -50,7 +50,7 @@ def test_image_folder_errors_name_what_is_missing(tmp_path):
 def test_image_folder_loaders_shard_over_ranks(tmp_path, monkeypatch):
     """Under DDP (rank and world size faked here): each rank trains on its own part of the epoch,
     local batch = global / world, and the validation shards hold every image exactly once."""
-    from dpm_lab import distributed
+    from dpm_lab.training import distributed
 
     _image_folder(tmp_path, {"train": 6, "val": 3})
     train_parts, val_parts = [], []

@@ -14,14 +14,17 @@ import pytest
 import torch
 
 import dpm_lab
-from dpm_lab import paths, runspec
-from dpm_lab.config import TrainConfig, get_profile
-from dpm_lab.engine import fit
-from dpm_lab.experiments import loaders, train_dense
-from dpm_lab.figures import provenance_notes
-from dpm_lab.models import get_model
-from dpm_lab.results import checkpoint_path, environment, load_records, provenance
-from dpm_lab.runspec import RunSpec, dense_config, resolve
+from dpm_lab.experiments.runner import runspec
+from dpm_lab.training import paths
+from dpm_lab.experiments.runner.profiles import get_profile
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.engine import fit
+from dpm_lab.experiments.runner.runner import loaders, train_dense
+from dpm_lab.reporting.figures import provenance_notes
+from dpm_lab.training.models import get_model
+from dpm_lab.experiments.runner.results import checkpoint_path, environment, load_records, provenance
+from dpm_lab.experiments.runner.identity import dense_config
+from dpm_lab.experiments.runner.runspec import RunSpec, resolve
 
 from conftest import Float64Batches, needs_slice
 
@@ -189,7 +192,7 @@ def test_report_notes_and_figures_say_when_a_table_mixes_code_or_cpus(tmp_path):
     table and a figure of them say so; those of one revision alone get no note."""
     import matplotlib.pyplot as plt
 
-    from dpm_lab.figures import accuracy_vs_macs, report
+    from dpm_lab.reporting.figures import accuracy_vs_macs, report
 
     recorded = sorted((paths.reference_dir("results") / "mini" / "dense").glob("*.json"))
     for folder, keep in (("both", ("292d241", "76bb91a")), ("one", ("292d241",))):
