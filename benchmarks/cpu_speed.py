@@ -64,13 +64,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from dpm_lab.experiments.runner.profiles import get_profile
+from dpm_lab.experiments.profiles import get_profile
 from dpm_lab.training.data import (DATASET_NAMES, TensorDataset, TensorLoader, dataset_label,
                                    load_dataset)
 from dpm_lab.training.engine import LRFactor, _layout, make_optimizer, place_model
 from dpm_lab.training.models import get_model
 from dpm_lab.training.paths import reference_dir, results_dir
-from dpm_lab.experiments.runner.results import benchmark_record, cpu_model, write_record
+from dpm_lab.experiments.results import benchmark_record, cpu_model, write_record
 from throughput import dataloader_path, endless, positive_int
 
 MODEL = "resnet20"

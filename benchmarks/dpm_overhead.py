@@ -42,7 +42,7 @@ from dpm_lab.training.config import TrainConfig
 from dpm_lab.training.engine import TrainState, _autocast, _layout, make_optimizer, place_model
 from dpm_lab.training.models import MODEL_NAMES, get_model, input_size
 from dpm_lab.pruning import DECAYING, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning
-from dpm_lab.experiments.runner.results import benchmark_record, write_record
+from dpm_lab.experiments.results import benchmark_record, write_record
 
 GOAL_PERCENT = 5.0
 

@@ -33,7 +33,7 @@ from dpm_lab.training.metrics import latency_ms, macs_params
 from dpm_lab.training.models import get_model, input_size
 from dpm_lab.training.models.attention import split_attention
 from dpm_lab.pruning import ChannelGroups, ChannelRatio, MacsTarget, single_step_prune
-from dpm_lab.experiments.runner.results import benchmark_record, write_record
+from dpm_lab.experiments.results import benchmark_record, write_record
 
 
 def case(name: str, model, target, batch: int, device, reps: int, **groups_kw) -> dict:

@@ -49,7 +49,7 @@ from dpm_lab.training.data import DATASET_NAMES, TensorDataset, TensorLoader, lo
 from dpm_lab.training.engine import (_autocast, _layout, default_device, fit, make_optimizer,
                                      place_model)
 from dpm_lab.training.models import MODEL_NAMES, get_model
-from dpm_lab.experiments.runner.results import benchmark_record, write_record
+from dpm_lab.experiments.results import benchmark_record, write_record
 
 CIFAR10_TRAIN_SIZE = 50_000
 

@@ -19,7 +19,7 @@ from dpm_lab.training import distributed
 from dpm_lab.training.config import TrainConfig
 from dpm_lab.training.data import TensorLoader, synthetic_dataset
 from dpm_lab.training.engine import Hook, fit
-from dpm_lab.hosts.otov2.algorithm.algorithm import DHSPG
+from dpm_lab.hosts.otov2.algorithm import DHSPG
 from dpm_lab.pruning import PRUNED, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
 
 ROUNDS, N, EPOCHS, GLOBAL_BATCH = [0, 4, 8], 3, 2, 32

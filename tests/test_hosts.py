@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 from dpm_lab.training.checkpoint import load_checkpoint, save_checkpoint
-from dpm_lab.hosts.depgraph.algorithm.algorithm import (ProgressiveSelector, SparseLearning, make_pruner,
+from dpm_lab.hosts.depgraph.algorithm import (ProgressiveSelector, SparseLearning, make_pruner,
                                               progressive_prune)
-from dpm_lab.hosts.otov2.algorithm.algorithm import DHSPG, pruned_groups
+from dpm_lab.hosts.otov2.algorithm import DHSPG, pruned_groups
 from dpm_lab.training.metrics import macs_params
 from dpm_lab.training.models import get_model, input_size
 from dpm_lab.pruning import (DECAYING, PRUNED, RELEASED, ChannelGroups, SelfRectifying,
@@ -294,10 +294,10 @@ def test_dhspg_bad_parameters_name_the_value():
 
 @pytest.mark.parametrize("host", ["depgraph", "otov2", "gatedecorator"])
 def test_host_pipelines_write_consistent_records(host, tmp_path):
-    from dpm_lab.experiments.runner.profiles import get_profile
-    from dpm_lab.experiments.runner.runner import run
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import run
     from dpm_lab.reporting.figures import report
-    from dpm_lab.experiments.runner.runspec import RunSpec
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
@@ -337,8 +337,8 @@ def test_dhspg_factory_keeps_the_training_config():
 
 
 def test_paper_recipes_hold_the_papers_settings():
-    from dpm_lab.hosts.depgraph.algorithm.recipe import depgraph_recipe
-    from dpm_lab.hosts.otov2.algorithm.recipe import otov2_recipe
+    from dpm_lab.hosts.depgraph.recipe import depgraph_recipe
+    from dpm_lab.hosts.otov2.recipe import otov2_recipe
 
     dg = depgraph_recipe("paper")
     assert (dg.model, dg.speedup, dg.reg, dg.sparse_learning.epochs, dg.finetune.epochs) == \
@@ -439,10 +439,10 @@ def test_sr_signal_option_is_resolved_refused_and_wired_like_the_other_deviation
     is a new run, and reaches DHSPG; a bad value is named."""
     from types import SimpleNamespace
 
-    from dpm_lab.experiments.runner.cli import _run_spec, build_parser
-    from dpm_lab.experiments.runner.method import Context
-    from dpm_lab.hosts.otov2.algorithm.method import OTOv2
-    from dpm_lab.experiments.runner.runspec import RunSpec, describe, resolve
+    from dpm_lab.experiments.cli import _run_spec, build_parser
+    from dpm_lab.experiments.method import Context
+    from dpm_lab.hosts.otov2.method import OTOv2
+    from dpm_lab.experiments.runspec import RunSpec, describe, resolve
 
     base = RunSpec(host="otov2", method="dpm", profile="smoke")
     plain, gradient = resolve(base), resolve(base.replace(sr_signal="gradient"))

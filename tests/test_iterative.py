@@ -160,11 +160,11 @@ def test_smoke_pipeline_writes_a_consistent_record(tmp_path):
     """Through ``experiments.run``: DPM's rounds (the default k) at the run's N and prune phase,
     the target met, the saved model replaying to the recorded MACs; the report pairs it with
     single-step run from the same dense model."""
-    from dpm_lab.experiments.runner.profiles import get_profile
-    from dpm_lab.experiments.runner.runner import loaders, run, run_paths
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import loaders, run, run_paths
     from dpm_lab.reporting.figures import report
-    from dpm_lab.experiments.runner.method import selection_rounds
-    from dpm_lab.experiments.runner.runspec import RunSpec
+    from dpm_lab.experiments.method import selection_rounds
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs")

@@ -42,7 +42,7 @@ def test_widths_and_norm_trajectories_are_drawn_from_the_fields_records_keep(tmp
     """Records written before these fields existed are skipped (no figure); records that keep
     them give one figure each."""
     from dpm_lab.reporting.paper_figures import norm_trajectories_figure, widths_figure
-    from dpm_lab.experiments.runner.results import load_records
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "mini" / "core")
     records = records[records["method"].isin(["sp", "dpm"])].head(4).copy()
@@ -67,7 +67,7 @@ def test_ablation_points_hold_every_other_knob_at_its_default():
     import pytest
 
     from dpm_lab.reporting.paper_figures import ablation_points
-    from dpm_lab.experiments.runner.results import load_records
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "self-rectifying" / "mini" / "core")
     points = ablation_points(records)
@@ -109,7 +109,7 @@ def test_every_method_has_one_colour_and_marker_of_its_own():
 def test_legends_say_knobs_in_words():
     from dpm_lab.reporting.figures import knob_label, series_label
     from dpm_lab.reporting.paper_figures import _our_points
-    from dpm_lab.experiments.runner.results import load_records
+    from dpm_lab.experiments.results import load_records
 
     assert knob_label("lasso_while_decaying", False) == "lasso off while decaying"
     assert knob_label("N", 84.0) == "N = 84"
@@ -142,7 +142,7 @@ def test_points_where_dpm_is_sp_run_for_run_are_found():
     ablations (the legend then says one point covers the other)."""
     from dpm_lab.reporting.figures import final_metric
     from dpm_lab.reporting.paper_figures import _ablation_panels, equal_runs
-    from dpm_lab.experiments.runner.results import load_records
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "ablations" / "mini" / "core")
     panels = {k: p for k, _, p in _ablation_panels(records)}
@@ -156,7 +156,7 @@ def test_host_differences_put_the_papers_change_beside_ours():
     """Ours are report's rows (same Holm family); the paper's are its printed changes."""
     from dpm_lab.reporting.figures import method_pairs
     from dpm_lab.reporting.paper_figures import host_differences
-    from dpm_lab.experiments.runner.results import load_records
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "mini" / "otov2")
     t = host_differences(records, "otov2")
@@ -176,7 +176,7 @@ def test_host_differences_put_the_papers_change_beside_ours():
 def test_report_tables_sort_targets_by_number_and_tell_otov2_variants_apart():
     from dpm_lab.reporting.figures import (by_target, distinguishing, self_rectifying_table,
                                            summarize)
-    from dpm_lab.experiments.runner.results import load_records
+    from dpm_lab.experiments.results import load_records
 
     core = summarize(load_records(ROOT / "results" / "reference" / "mini" / "core"))
     dpm = by_target(core)[lambda t: t["method"] == "dpm"]["target"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch_pruning as tp
 
-from dpm_lab.hosts.depgraph.algorithm.algorithm import make_pruner
+from dpm_lab.hosts.depgraph.algorithm import make_pruner
 from dpm_lab.training.models import get_model, input_size
 from dpm_lab.pruning import (CRITERIA, DECAYING, FREE, PRUNED, RELEASED, ChannelGroups, MacsTarget,
                              SmoothPruning, decay, remove_channels, scores, select)

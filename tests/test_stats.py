@@ -167,7 +167,7 @@ def test_compare_adjusts_several_method_pairs_as_one_table():
 
 @pytest.mark.skipif(not (REFERENCE / "mini" / "core").exists(), reason="no committed records")
 def test_no_core_claim_survives_holm_on_the_committed_records(tmp_path, capsys):
-    from dpm_lab.experiments.runner.cli import main
+    from dpm_lab.experiments.cli import main
     from dpm_lab.reporting.figures import report
 
     core, = [c for c in report("mini", REFERENCE, tmp_path) if c.name == "core"]

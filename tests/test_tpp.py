@@ -147,9 +147,9 @@ def test_bad_arguments_are_named():
 # ---- the pipeline (smoke profile, generated data) and the recipes ----
 
 def test_l1_tpp_and_tpp_dpm_runs_prune_the_same_filters(tmp_path):
-    from dpm_lab.experiments.runner.profiles import get_profile
-    from dpm_lab.experiments.runner.runner import run
-    from dpm_lab.experiments.runner.runspec import RunSpec
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import run
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
@@ -177,7 +177,7 @@ def test_l1_tpp_and_tpp_dpm_runs_prune_the_same_filters(tmp_path):
 
 
 def test_tpp_recipes():
-    from dpm_lab.experiments.runner.profiles import get_profile
+    from dpm_lab.experiments.profiles import get_profile
     from dpm_lab.hosts.tpp.recipe import tpp_recipe
 
     paper = tpp_recipe("paper", "resnet56")

@@ -30,7 +30,7 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from dpm_lab.experiments.runner.profiles import PROFILE_NAMES
+from dpm_lab.experiments.profiles import PROFILE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"

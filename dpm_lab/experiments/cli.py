@@ -239,7 +239,7 @@ def _spec_fields(args) -> dict:
 
 
 def _dispatch(args) -> int:
-    from . import runner as experiments
+    from . import runner
     from ..reporting import figures
     from ..training.data import load_dataset
 
@@ -263,7 +263,7 @@ def _dispatch(args) -> int:
         specs = _grid_of(args.file, _given_axes(args), sweep=True)
         if args.cluster:
             return _submit(args, specs, common)
-        records = experiments.sweep(specs, workers=args.workers, **common)
+        records = runner.sweep(specs, workers=args.workers, **common)
         if not distributed.is_main():
             return 0
         import pandas as pd
@@ -277,9 +277,9 @@ def _dispatch(args) -> int:
         recipe = {k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None}
         changes["dense"] = replace(dense, **recipe)
         seed = 0 if args.seed is None else args.seed
-        _, record = experiments.train_dense(profile.with_(**changes), seed, **common)
+        _, record = runner.train_dense(profile.with_(**changes), seed, **common)
     else:
-        record = experiments.run(_run_spec(args), **common)
+        record = runner.run(_run_spec(args), **common)
     if not distributed.is_main():  # rank 0 reports and draws
         return 0
     val = "" if record.get("final_val") is None else f", validation {record['final_val']:.2f}%"
@@ -314,7 +314,7 @@ def _submit(args, specs, common) -> int:
     """``sweep --cluster``: the grid's unfinished points as submitit jobs."""
     import submitit
 
-    from . import runner as experiments
+    from . import runner
     from ..training.paths import runs_dir
 
     folder = Path(args.runs_dir or runs_dir()) / "submitit"
@@ -325,7 +325,7 @@ def _submit(args, specs, common) -> int:
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(timeout_min=args.timeout_min, gpus_per_node=args.gpus,
                                    tasks_per_node=1, slurm_partition=args.partition)
-    jobs = experiments.submit(specs, executor, **common)
+    jobs = runner.submit(specs, executor, **common)
     print(f"submitted {len(jobs)} of {len(specs)} runs ({len(specs) - len(jobs)} already "
           f"recorded) to {args.cluster}; job logs under {folder}")
     if args.cluster == "local":

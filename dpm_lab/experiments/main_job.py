@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runner as experiments
+from . import runner
 from ..training.data import download_cifar10_slice
 from ..training.paths import figures_dir
 from .runspec import RunSpec, resolve
@@ -40,7 +40,7 @@ def main_job(profile=None, seed: int = 0, *, results_dir=None, runs_dir=None, de
     spec = main_job_spec(profile, seed)
     if resolve(spec).profile.dataset == "cifar10-slice":
         download_cifar10_slice(data_root)
-    record = experiments.run(spec, results_dir=results_dir, runs_dir=runs_dir, device=device,
+    record = runner.run(spec, results_dir=results_dir, runs_dir=runs_dir, device=device,
                              data_root=data_root, progress=progress)
     if not figure:
         return record, None

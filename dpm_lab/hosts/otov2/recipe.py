@@ -28,7 +28,7 @@ class OTOv2Recipe:
     epsilon: float = 0.0
     from_dense: bool | str = False
     batch_size: int | None = None
-    # DPM inside DHSPG: OTOv2's behaviour by default; each deviation is named (hosts/otov2.py)
+    # DPM inside DHSPG: OTOv2's behaviour by default; each deviation is named (algorithm.py)
     lasso_while_decaying: bool = True
     l_init_at: str = "projection"
     released: str = "stay"
@@ -80,7 +80,7 @@ def otov2_recipe(profile: Profile | str | None = None, model: str | None = None,
                         train=TrainConfig(epochs=20, lr=0.05, schedule="cosine", weight_decay=5e-4))
     elif p.name == "smoke":  # λ so large that groups are projected within its 16 steps (code
         # paths only); 4 epochs, so that Self-Rectifying may release before step 16 - 2N = 8
-        # (methods/otov2.py)
+        # (method.py)
         r = OTOv2Recipe(model=model or p.model, target_sparsity=0.5, decay_steps=p.decay_steps,
                         start_epoch=0, lmbda=5.0, epsilon=0.9, from_dense=True,
                         train=TrainConfig(epochs=4, lr=0.05, schedule="constant"))
