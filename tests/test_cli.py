@@ -178,7 +178,7 @@ def test_main_job_prunes_to_half_the_macs_prints_its_table_and_reuses_the_run(
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although the run is recorded")
-    monkeypatch.setattr(experiments, "fit", no_training)
+    monkeypatch.setattr(runner, "fit", no_training)
     assert main(args) == 0
     assert _main_job_table(capsys.readouterr().out)[1:] == (dense, pruned)
 
