@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dpm_lab.training.checkpoint import load_checkpoint
 from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.training.checkpoint import load_checkpoint
 from dpm_lab.training.config import TrainConfig
 from dpm_lab.training.engine import Hook, LRFactor, fit
 from dpm_lab.training.models import get_model

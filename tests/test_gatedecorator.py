@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from dpm_lab.hosts.gatedecorator.algorithm import (GateTaylor, GatedBatchNorm2d, fold_gates, gates,
                                                    gate_outputs_taylor, mask_structures, melt_gates)
-from dpm_lab.training.models import get_model
 from dpm_lab.pruning import ChannelGroups, remove_channels
+from dpm_lab.training.models import get_model
 from conftest import Float64Batches, calibrate_bn
 
 SIZE = (1, 3, 32, 32)

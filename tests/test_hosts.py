@@ -5,14 +5,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dpm_lab.training.checkpoint import load_checkpoint, save_checkpoint
 from dpm_lab.hosts.depgraph.algorithm import (ProgressiveSelector, SparseLearning, make_pruner,
                                               progressive_prune)
 from dpm_lab.hosts.otov2.algorithm import DHSPG, pruned_groups
-from dpm_lab.training.metrics import macs_params
-from dpm_lab.training.models import get_model, input_size
 from dpm_lab.pruning import (DECAYING, PRUNED, RELEASED, ChannelGroups, SelfRectifying,
                              SmoothPruning, effective_macs_params, finalize, remove_channels)
+from dpm_lab.training.checkpoint import load_checkpoint, save_checkpoint
+from dpm_lab.training.metrics import macs_params
+from dpm_lab.training.models import get_model, input_size
 from conftest import calibrate_bn, randomize_bn
 
 SIZE = input_size("resnet20")

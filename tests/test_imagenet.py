@@ -2,7 +2,8 @@
 
 The test writes a handful of JPEGs as ``imagenet/{train,val}/<class>/``, then runs OTOv2 + DPM
 with ResNet-50 at 224x224 through ``runner.run``, as the paper's ImageNet row does (smoke
-sizes: one dense epoch, the smoke OTOv2 recipe's DHSPG epochs). Numbers are meaningless; the code path is the point.
+sizes: one dense epoch, the smoke OTOv2 recipe's DHSPG epochs). Numbers are meaningless; the code
+path is the point.
 """
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ from PIL import Image
 
 from dpm_lab.experiments import runner
 from dpm_lab.experiments.profiles import get_profile
-from dpm_lab.training.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
-from dpm_lab.hosts.otov2.recipe import otov2_recipe
 from dpm_lab.experiments.runspec import RunSpec
+from dpm_lab.hosts.otov2.recipe import otov2_recipe
+from dpm_lab.training.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
 
 
 def _image_folder(root, per_class: dict, classes=("n01", "n02"), size=48):

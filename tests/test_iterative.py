@@ -4,13 +4,13 @@ import copy
 import pytest
 import torch
 
+from dpm_lab.pruning import (ChannelRatio, IterativePruning, MacsTarget, iterative_rounds,
+                             load_pruned, single_step_prune)
 from dpm_lab.training.config import TrainConfig
 from dpm_lab.training.data import TensorLoader
 from dpm_lab.training.engine import fit
 from dpm_lab.training.metrics import macs_params
 from dpm_lab.training.models import get_model
-from dpm_lab.pruning import (ChannelRatio, IterativePruning, MacsTarget, iterative_rounds,
-                             load_pruned, single_step_prune)
 from conftest import Float64Batches, Stepper, randomize_bn
 
 

@@ -15,15 +15,15 @@ import torch
 
 import dpm_lab
 from dpm_lab.experiments import identity, runspec
-from dpm_lab.training import paths
 from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.results import checkpoint_path, environment, load_records, provenance
+from dpm_lab.experiments.runner import loaders, train_dense
+from dpm_lab.experiments.runspec import RunSpec, resolve
+from dpm_lab.reporting.figures import provenance_notes
+from dpm_lab.training import paths
 from dpm_lab.training.config import TrainConfig
 from dpm_lab.training.engine import fit
-from dpm_lab.experiments.runner import loaders, train_dense
-from dpm_lab.reporting.figures import provenance_notes
 from dpm_lab.training.models import get_model
-from dpm_lab.experiments.results import checkpoint_path, environment, load_records, provenance
-from dpm_lab.experiments.runspec import RunSpec, resolve
 
 from conftest import Float64Batches, needs_slice
 

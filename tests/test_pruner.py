@@ -9,10 +9,10 @@ import torch.nn as nn
 import torch_pruning as tp
 
 import dpm_lab
+from dpm_lab.pruning import DECAYING, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
+from dpm_lab.pruning.decay_pruner import MACS_GRID_RATIO, MACS_GRID_STEPS
 from dpm_lab.training.engine import TrainState
 from dpm_lab.training.models import get_model
-from dpm_lab.pruning.decay_pruner import MACS_GRID_RATIO, MACS_GRID_STEPS
-from dpm_lab.pruning import DECAYING, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
 from conftest import TwoBranches, randomize_bn
 
 X32 = (1, 3, 32, 32)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from dpm_lab.experiments.identity import comparable_id, config_hash
 from dpm_lab.experiments.profiles import get_profile
 from dpm_lab.experiments.runner import run, run_paths
-from dpm_lab.experiments.identity import comparable_id, config_hash
 from dpm_lab.experiments.runspec import RunSpec, describe, grid, resolve
 
 SMOKE = get_profile("smoke").with_(dataset="synthetic")

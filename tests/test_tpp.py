@@ -4,9 +4,9 @@ removal after the phase leaving outputs unchanged."""
 import pytest
 import torch
 
-from dpm_lab.training.models import get_model
 from dpm_lab.hosts.tpp.algorithm import TPPRegularizer, filter_l1, layerwise_selection
 from dpm_lab.pruning import ChannelGroups, finalize, SmoothPruning
+from dpm_lab.training.models import get_model
 from conftest import Stepper, calibrate_bn
 
 SIZE = (1, 3, 32, 32)

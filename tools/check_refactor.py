@@ -5,7 +5,8 @@ experiment file asks for, or what a figure shows; tests pin parts of that, this 
 it between the tree before and the tree after.
 
     python tools/check_refactor.py snapshot TREE OUT   # record TREE's behaviour into OUT
-    python tools/check_refactor.py compare OLD NEW     # compare two snapshots; exit 1 on a difference
+    python tools/check_refactor.py compare OLD NEW     # compare two snapshots; exit 1 on a
+    difference
 
 ``snapshot`` runs everything in TREE (``PYTHONPATH=TREE``, working directory TREE, one thread):
 

@@ -1,8 +1,8 @@
 """Command line: ``python -m dpm_lab train|run|sweep|report|figures|main-job|download``.
 
 ``run`` and ``sweep`` share one option table, each option a field of
-:class:`dpm_lab.experiments.runspec.RunSpec`; in ``sweep`` every option takes one or more values and the
-grid is their Cartesian product. An option that does not apply to the chosen host or method is
+:class:`dpm_lab.experiments.runspec.RunSpec`; in ``sweep`` every option takes one or more values and
+the grid is their Cartesian product. An option that does not apply to the chosen host or method is
 refused with one line saying why (``run``), or left out of the grid points it does not apply to,
 with a note (``sweep``). Every other bad value exits with status 2 and one line naming the value
 and what is allowed, as does a state of the user's files the package detects
@@ -15,9 +15,9 @@ asking what the commands are is not an error. A mistyped option is refused with 
 known option of its command ("did you mean --t-rate?").
 
 ``run`` and ``sweep`` also take an experiment file (``configs/``, see
-:mod:`dpm_lab.experiments.experiment_file`): its fields are the same options, a list being a grid axis, and
-options given beside the file replace the file's values of those fields. ``run`` builds the
-file's grid by the sweep's rules and refuses a file that expands to more than one run.
+:mod:`dpm_lab.experiments.experiment_file`): its fields are the same options, a list being a grid
+axis, and options given beside the file replace the file's values of those fields. ``run`` builds
+the file's grid by the sweep's rules and refuses a file that expands to more than one run.
 """
 from __future__ import annotations
 

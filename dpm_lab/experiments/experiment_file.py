@@ -2,10 +2,10 @@
 axes of a grid of runs.
 
 Why: a paper row or an ablation is a set of runs that belong together. Written down as a file
-whose fields are named as :class:`dpm_lab.experiments.runspec.RunSpec`'s, it is reproduced with one command
-(``python -m dpm_lab sweep configs/mini/core_comparison.toml``) and reviewed in a diff. A field
-holds one value or a list; a list is an axis of the grid, as several values of an option are on
-the ``sweep`` command line. Each value goes through the command line's own parser for that
+whose fields are named as :class:`dpm_lab.experiments.runspec.RunSpec`'s, it is reproduced with one
+command (``python -m dpm_lab sweep configs/mini/core_comparison.toml``) and reviewed in a diff. A
+field holds one value or a list; a list is an axis of the grid, as several values of an option are
+on the ``sweep`` command line. Each value goes through the command line's own parser for that
 option, so a file accepts and refuses exactly what the command line does, and a bad value is
 reported in one line naming the file, the field and what is allowed.
 """

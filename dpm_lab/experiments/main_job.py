@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runner
 from ..training.data import download_cifar10_slice
 from ..training.paths import figures_dir
+from . import runner
 from .runspec import RunSpec, resolve
 
 METHOD, TARGET_MACS = "dpm", 0.5
@@ -32,8 +32,9 @@ def main_job(profile=None, seed: int = 0, *, results_dir=None, runs_dir=None, de
     path of its figure (``None`` with ``figure=False``).
 
     When the profile trains on the CIFAR-10 slice and none is found, the slice is built first
-    (:func:`dpm_lab.training.data.download_cifar10_slice`), so that a fresh clone runs; without network
-    that stops with an error saying what is missing, where it was looked for and how to get it.
+    (:func:`dpm_lab.training.data.download_cifar10_slice`), so that a fresh clone runs; without
+    network that stops with an error saying what is missing, where it was looked for and how to get
+    it.
     The figure (``$DPM_LAB_HOME/figures``) is the test top-1 through fine-tuning, the epochs
     during which channels decay shaded, the dense model's top-1 as a line.
     """

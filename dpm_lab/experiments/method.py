@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..training.engine import evaluate
 from ..pruning import SelfRectifying, SmoothPruning, effective_macs_params, finalize
+from ..training.engine import evaluate
 
 
 @dataclass

@@ -123,8 +123,8 @@ def _full() -> Profile:
 
     The dataset is chosen when the profile is built: the official pixels (``cifar10``) where a
     complete copy is found, else the JPEG copy (``cifar10-jpeg``), else the clear error of
-    :func:`dpm_lab.training.data.whole_cifar10`. A run's configuration and record thus name the pixels
-    its numbers come from, and ``--data`` / ``dataset`` may still name one explicitly (the
+    :func:`dpm_lab.training.data.whole_cifar10`. A run's configuration and record thus name the
+    pixels its numbers come from, and ``--data`` / ``dataset`` may still name one explicitly (the
     choice looks in the default data roots, not in ``--data-root``).
 
     PROVISIONAL: the dense and fine-tuning recipes, N and the Self-Rectifying window are not

@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
+from ..errors import DpmLabError
 from ..training import distributed
 from ..training.claims import writing
-from ..errors import DpmLabError
 from ..training.paths import from_home, results_dir
 from .identity import canonical, comparable_id, config_hash
 

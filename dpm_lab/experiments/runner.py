@@ -1,9 +1,9 @@
 """Pipelines: dense training, then one pruning run, each named by its complete configuration.
 
-A run is asked for as a :class:`~dpm_lab.experiments.runspec.RunSpec` and resolved into the configuration
-it will use (:func:`~dpm_lab.experiments.runspec.resolve`). Its record and checkpoints are named by the hash
-of that configuration, so a finished run is reused only when every option matches, and a run
-with any option changed trains afresh.
+A run is asked for as a :class:`~dpm_lab.experiments.runspec.RunSpec` and resolved into the
+configuration it will use (:func:`~dpm_lab.experiments.runspec.resolve`). Its record and checkpoints
+are named by the hash of that configuration, so a finished run is reused only when every option
+matches, and a run with any option changed trains afresh.
 
 Fairness by construction: every method of a (profile, model, data split, seed) starts from the
 *same* dense checkpoint (trained once, keyed by the dense recipe alone, then reused) and trains
@@ -24,23 +24,23 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from ..training import distributed
-from .profiles import Profile, get_profile
-from ..training.data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
-                             split_validation)
-from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..training.claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
-from ..training.engine import default_device, fit
 from ..errors import DpmLabError
 from ..hosts import entry
-from .method import Context, selection_rounds
+from ..pruning import save_pruned
+from ..training import distributed
+from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
+from ..training.data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
+                             split_validation)
+from ..training.engine import default_device, fit
 from ..training.metrics import conv_widths, macs_params
 from ..training.models import get_model, input_size, pretrained_model
 from ..training.paths import (results_dir as default_results_dir, runs_dir as default_runs_dir,
                               to_home)
-from ..pruning import save_pruned
-from .results import make_record, read_finished, write_record
 from .identity import config_hash, dense_config
+from .method import Context, selection_rounds
+from .profiles import Profile, get_profile
+from .results import make_record, read_finished, write_record
 from .runspec import RunSpec, resolve
 
 __all__ = ["Loaders", "loaders", "train_dense", "selection_rounds", "run_paths", "run", "sweep",
@@ -135,9 +135,9 @@ def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_roo
     """Run ``spec`` and return its record; a run with exactly this configuration that finished
     before is read back instead.
 
-    Every method goes the same way (:mod:`dpm_lab.experiments.method`): start model (the dense checkpoint,
-    reused) → the method's ``prepare`` → ``fit`` with its hooks and optimiser → its ``finalize``
-    → one record.
+    Every method goes the same way (:mod:`dpm_lab.experiments.method`): start model (the dense
+    checkpoint, reused) → the method's ``prepare`` → ``fit`` with its hooks and optimiser → its
+    ``finalize`` → one record.
     """
     res = resolve(spec)
     record_path, run_dir = run_paths(res, results_dir, runs_dir)
@@ -196,13 +196,13 @@ def _start_model(start: str, profile: Profile, seed: int, data: Loaders, **dense
 
 
 def sweep(specs, *, progress=None, workers: int = 1, **kwargs) -> list[dict]:
-    """Run every spec (e.g. from :func:`dpm_lab.experiments.runspec.grid`), skipping finished ones, with a
-    progress bar over runs; return their records. Every spec is resolved first, so a bad one
+    """Run every spec (e.g. from :func:`dpm_lab.experiments.runspec.grid`), skipping finished ones,
+    with a progress bar over runs; return their records. Every spec is resolved first, so a bad one
     fails before any training.
 
     ``workers`` > 1 runs that many processes at once (each with its share of the CPU threads),
-    which claim grid points through the file system (:mod:`dpm_lab.training.claims`); shared phases (a
-    dense model, a DepGraph sparse-learning run) are trained by one and reused by the others.
+    which claim grid points through the file system (:mod:`dpm_lab.training.claims`); shared phases
+    (a dense model, a DepGraph sparse-learning run) are trained by one and reused by the others.
     Killed at any moment, a rerun finishes the grid with one record per point: records and
     checkpoints are written atomically, a dead process's claims and temporary files are taken
     over, and interrupted runs resume from their last epoch.
@@ -276,8 +276,8 @@ def submit(specs, executor, **kwargs) -> list:
     """Submit every spec that has no record yet as one job of a submitit ``executor``
     (``submitit.AutoExecutor`` for SLURM; ``submitit.LocalExecutor`` runs them as local
     processes), in one array; returns the jobs (``job.result()`` is the record). Each job runs
-    under the grid point's claim (:mod:`dpm_lab.training.claims`), so a point submitted twice runs once
-    and the second job reads its record back; shared phases are trained once."""
+    under the grid point's claim (:mod:`dpm_lab.training.claims`), so a point submitted twice runs
+    once and the second job reads its record back; shared phases are trained once."""
     specs = list(specs)
     for s in specs:
         resolve(s)

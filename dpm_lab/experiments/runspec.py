@@ -25,8 +25,8 @@ from ..hosts.core.options import CORE_DEFAULTS
 from ..hosts.otov2.options import OTOV2_DPM_OPTIONS
 from ..hosts.tpp.options import TPP_METHODS
 from ..pruning.rectify import RATE_REFERENCES, RULES, check_release_window
-from .profiles import Profile, get_profile
 from .identity import config_hash, data_config
+from .profiles import Profile, get_profile
 
 # Self-Rectifying defaults, chosen on the validation split (results/reference/self-rectifying,
 # notebook 03): the scale-free C_rate, and the thresholds at which SR acts selectively.
@@ -41,8 +41,8 @@ class RunSpec:
     """One run as asked for. ``host``: ``core`` (DPM's own selection), ``depgraph``, ``otov2`` or
     ``gatedecorator``.
     ``method``: ``single-step``/``sp``/``dpm``/``iterative``/``tpp``/``tpp+dpm`` for core,
-    ``host``/``sp``/``dpm`` for a host. ``layer_ratio``: TPP's layer-wise target (also single-step's, for TPP's L1
-    baseline).
+    ``host``/``sp``/``dpm`` for a host. ``layer_ratio``: TPP's layer-wise target (also
+    single-step's, for TPP's L1 baseline).
     Every other field left ``None`` takes the profile's or the recipe's value.
 
     ``epochs`` sets the pruning phase's training (fine-tuning; OTOv2's one DHSPG run), scaling

@@ -76,8 +76,8 @@ def removal_check(dense: nn.Module, model: nn.Module, pruner, test_loader,
 
     Returns the largest change of the logits on the first test batch (eval mode; zero up to
     rounding for groups marked ``exact``), top-1 on the test set before and after, and the MACs
-    and CPU/GPU latency (:func:`dpm_lab.training.metrics.latency_ms` at ``batch_size``) of the ``dense``
-    model and the pruned one, with their ratios.
+    and CPU/GPU latency (:func:`dpm_lab.training.metrics.latency_ms` at ``batch_size``) of the
+    ``dense`` model and the pruned one, with their ratios.
     """
     x = next(iter(test_loader))[0].to(next(model.parameters()).device)
     model.eval()

@@ -400,7 +400,8 @@ class ChannelGroups:
     # ---- host-side helpers used at selection time ----
 
     def importance(self, importance) -> torch.Tensor:
-        """Scores of all structures (``[S]``) from a Torch-Pruning importance object, group by group.
+        """Scores of all structures (``[S]``) from a Torch-Pruning importance object, group by
+        group.
         Higher = more important. Gradient-based importances need ``.grad`` populated first."""
         scores = []
         for g, meta in zip(self.groups_tp, self.groups):

@@ -62,8 +62,8 @@ SCHEDULES = {"linear": linear_scheduler, "agp": agp_scheduler}
 
 def iterative_rounds(k: int, last: int) -> list[int]:
     """The optimiser steps of ``k`` removal rounds spread evenly from step 0 to step ``last``
-    (DPM's last selection round: :func:`dpm_lab.experiments.method.selection_rounds`). With k equal to the
-    number of DPM's rounds they are DPM's rounds."""
+    (DPM's last selection round: :func:`dpm_lab.experiments.method.selection_rounds`). With k equal
+    to the number of DPM's rounds they are DPM's rounds."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"iterative_steps (k) must be an integer >= 1, got {k!r}")
     if k == 1:

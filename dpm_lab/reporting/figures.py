@@ -20,9 +20,9 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from ..experiments.runspec import describe
 from ..training.data import dataset_label
 from ..training.paths import figures_dir
-from ..experiments.runspec import describe
 
 
 def _save(fig, name: str, out=None) -> Path:

@@ -31,14 +31,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..experiments.results import load_records
+from ..experiments.runspec import RunSpec, SR_DEFAULTS, describe, resolve
+from ..hosts import HOSTS
 from ..training.data import dataset_label
 from .figures import (HOST_NAMES, dodge, final_metric, layer_widths, macs_axis, mean_widths,
                       method_knobs, method_label, method_style, provenance_footnote, series_label,
                       series_styles, summarize, varying)
 from .paper import load_paper_results
-from ..experiments.results import load_records
-from ..experiments.runspec import RunSpec, SR_DEFAULTS, describe, resolve
-from ..hosts import HOSTS
 from .stats import adjust, interval, paired_differences
 
 HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),

@@ -537,14 +537,15 @@ def synthetic_dataset(n_train: int = 512, n_test: int = 256, num_classes: int = 
 
 
 class TensorLoader:
-    """Batches of a :class:`TensorDataset` held on ``device``, augmented and normalised on the batch.
+    """Batches of a :class:`TensorDataset` held on ``device``, augmented and normalised on the
+    batch.
 
     ``train=True`` shuffles and applies random crop (zero padding ``pad``) and horizontal flip; the
     randomness comes from a CPU generator seeded with ``(seed, epoch)``. Call ``set_epoch`` before
     iterating (the engine does). Yields ``(float images [B,3,H,W], int64 labels [B])``.
 
-    Under DDP (see :mod:`dpm_lab.training.distributed`) ``batch_size`` is the *global* batch: every rank
-    draws the same permutation and augmentation for the whole epoch and keeps its contiguous
+    Under DDP (see :mod:`dpm_lab.training.distributed`) ``batch_size`` is the *global* batch: every
+    rank draws the same permutation and augmentation for the whole epoch and keeps its contiguous
     ``1/world_size`` of each batch, so the ranks together see exactly what one process would.
     Training batches must split evenly (``ValueError`` otherwise); an evaluation batch is split as
     evenly as it goes, and a rank whose share of the last one is empty skips it.

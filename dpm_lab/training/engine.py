@@ -110,8 +110,8 @@ class LRFactor:
     """Learning-rate multiplier at an iteration.
 
     ``LambdaLR.state_dict`` saves this object's attributes in the checkpoint, which holds plain
-    data only (see :mod:`dpm_lab.training.checkpoint`), so they are the plain values the schedule reads,
-    not the ``TrainConfig``.
+    data only (see :mod:`dpm_lab.training.checkpoint`), so they are the plain values the schedule
+    reads, not the ``TrainConfig``.
     """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
@@ -190,9 +190,9 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     ``val_loader``: a held-out validation split, evaluated after every epoch into ``val_acc``
     (the number to choose hyperparameters on; ``test_acc`` is reported, never tuned on).
 
-    Launched by ``torchrun`` (see :mod:`dpm_lab.training.distributed`), the forward pass runs through
-    DistributedDataParallel, the loaders give each rank its shard of the global batch, hooks see
-    the plain model (whose gradients DDP has already averaged), the history sums over ranks and
+    Launched by ``torchrun`` (see :mod:`dpm_lab.training.distributed`), the forward pass runs
+    through DistributedDataParallel, the loaders give each rank its shard of the global batch, hooks
+    see the plain model (whose gradients DDP has already averaged), the history sums over ranks and
     only rank 0 writes the checkpoint and prints.
     """
     device = torch.device(device) if device else default_device()

@@ -7,7 +7,8 @@ A user's runs write under ``$DPM_LAB_HOME`` (default: the working directory):
 - ``figures/``: figures drawn from records.
 
 Records name their checkpoints relative to ``$DPM_LAB_HOME`` (:func:`to_home`), so a home folder
-copied elsewhere keeps its records' checkpoints (:func:`dpm_lab.experiments.results.checkpoint_path`).
+copied elsewhere keeps its records' checkpoints
+(:func:`dpm_lab.experiments.results.checkpoint_path`).
 
 The project's committed reference records and figures live apart, under ``results/reference``
 and ``figures/reference`` of the repository, and no run writes there: the reference is read

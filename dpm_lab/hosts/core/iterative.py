@@ -4,8 +4,8 @@ a linear or the cubic AGP schedule (:mod:`dpm_lab.pruning.iterative`). Same crit
 dense checkpoint and epochs as single-step, SP and DPM; with k = 1 it is single-step pruning."""
 from __future__ import annotations
 
-from ...pruning import IterativePruning, accumulate_gradients, iterative_rounds
 from ...experiments.method import Method, selection_rounds
+from ...pruning import IterativePruning, accumulate_gradients, iterative_rounds
 from .single_step import core_target
 
 

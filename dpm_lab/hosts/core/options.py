@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 from ...experiments.host import check_fraction, checked_decay_steps, with_recipe_overrides
 from ...experiments.method import DEFAULT_PRUNE_PHASE
+from ...experiments.profiles import Profile
 from ...pruning.iterative import SCHEDULES
 from ...pruning.selection import CRITERIA
-from ...experiments.profiles import Profile
 from ..tpp.options import resolve as resolve_tpp
 
 # iterative pruning: Torch-Pruning's default scheduler (linear); k defaults to DPM's round count

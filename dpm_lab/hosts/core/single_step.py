@@ -2,10 +2,10 @@
 Torch-Pruning, fine-tune. The baseline that Smooth Pruning with N = 1 reproduces."""
 from __future__ import annotations
 
+from ...experiments.method import Method
+from ...pruning import ChannelGroups, accumulate_gradients, remove_channels, single_step_prune
 from ...training.metrics import example_input
 from ..tpp.algorithm import layerwise_selection
-from ...pruning import ChannelGroups, accumulate_gradients, remove_channels, single_step_prune
-from ...experiments.method import Method
 
 
 def core_target(options: dict):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ...pruning import NormSample, SmoothPruning, scores
 from ...experiments.method import Method, finish_decay, rectifier, selection_rounds
+from ...pruning import NormSample, SmoothPruning, scores
 from .single_step import core_groups, core_target
 
 

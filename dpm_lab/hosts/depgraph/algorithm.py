@@ -37,12 +37,12 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ...training.engine import Hook, TrainState
-from ...training.metrics import example_input, macs_params
 from ...pruning.decay import DECAYING, PRUNED, RELEASED, SmoothPruning
 from ...pruning.finalize import effective_macs_params
 from ...pruning.groups import ChannelGroups, output_layer
 from ...pruning.selection import FreeNormalized, free_channels
+from ...training.engine import Hook, TrainState
+from ...training.metrics import example_input, macs_params
 
 
 def make_pruner(model: nn.Module, input_size=(1, 3, 32, 32), reg: float = 5e-4,

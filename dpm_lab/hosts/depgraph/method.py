@@ -7,14 +7,14 @@ import json
 from dataclasses import asdict
 
 from ... import __version__
+from ...experiments.identity import config_hash, dense_config
+from ...experiments.method import Method, finish_decay, rectifier, selection_rounds
+from ...pruning import ChannelGroups, SmoothPruning
 from ...training.checkpoint import load_checkpoint, save_checkpoint
 from ...training.claims import shared_phase
 from ...training.engine import evaluate, fit
-from .algorithm import ProgressiveSelector, SparseLearning, make_pruner, progressive_prune
 from ...training.metrics import example_input
-from ...pruning import ChannelGroups, SmoothPruning
-from ...experiments.identity import config_hash, dense_config
-from ...experiments.method import Method, finish_decay, rectifier, selection_rounds
+from .algorithm import ProgressiveSelector, SparseLearning, make_pruner, progressive_prune
 
 
 class DepGraph(Method):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...experiments.option_types import on_off, speedup
 from ...experiments.host import check_fraction, checked_decay_steps, prune_then_finetune
+from ...experiments.option_types import on_off, speedup
 from ...experiments.profiles import Profile
 from .recipe import depgraph_recipe
 

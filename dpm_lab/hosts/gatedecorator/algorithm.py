@@ -40,13 +40,13 @@ import torch.nn.functional as F
 
 from tqdm import tqdm
 
+from ...pruning.decay import DECAYING, PRUNED, RELEASED, SmoothPruning
+from ...pruning.finalize import effective_macs_params
+from ...pruning.groups import ChannelGroups
 from ...training import distributed
 from ...training.checkpoint import load_checkpoint, save_checkpoint
 from ...training.engine import Hook, TrainState, fit
 from ...training.metrics import macs_params
-from ...pruning.decay import DECAYING, PRUNED, RELEASED, SmoothPruning
-from ...pruning.finalize import effective_macs_params
-from ...pruning.groups import ChannelGroups
 
 DECAY_SLICES = ("gate", "gate+filter")
 

@@ -1,14 +1,15 @@
 """Gate Decorator as a method: BN folded into gates, Tick-Tock until the MACs target (the host
 masks each tick's pick; ``sp``/``dpm`` decay the picked gates over N steps instead, with
 Self-Rectifying for ``dpm``), then the gates melt back into BN, the held channels are removed and
-the smaller network is fine-tuned, the same for all three (:mod:`dpm_lab.hosts.gatedecorator.algorithm`)."""
+the smaller network is fine-tuned, the same for all three
+(:mod:`dpm_lab.hosts.gatedecorator.algorithm`)."""
 from __future__ import annotations
 
-from ...training.engine import evaluate
-from .algorithm import TickTock, fold_gates, gate_smooth_pruning, melt_gates
-from ...training.metrics import example_input
-from ...pruning import ChannelGroups, remove_channels
 from ...experiments.method import Method, rectifier
+from ...pruning import ChannelGroups, remove_channels
+from ...training.engine import evaluate
+from ...training.metrics import example_input
+from .algorithm import TickTock, fold_gates, gate_smooth_pruning, melt_gates
 
 
 class GateDecorator(Method):

@@ -56,9 +56,9 @@ import math
 
 import torch
 
-from ...training.engine import Hook, TrainState
 from ...pruning.decay import PRUNED, RELEASED, SmoothPruning
 from ...pruning.groups import ChannelGroups
+from ...training.engine import Hook, TrainState
 
 L_INIT_AT = ("projection", "trial")
 RELEASED_GROUPS = ("stay", "leave", "replace")
@@ -129,8 +129,8 @@ class DHSPG(torch.optim.Optimizer):
 
     @classmethod
     def factory(cls, groups: ChannelGroups, **options):
-        """An ``optimizer_factory`` for :func:`dpm_lab.training.engine.fit`: DHSPG over ``groups`` with
-        the training config's lr, momentum, weight decay and Nesterov flag, plus ``options``
+        """An ``optimizer_factory`` for :func:`dpm_lab.training.engine.fit`: DHSPG over ``groups``
+        with the training config's lr, momentum, weight decay and Nesterov flag, plus ``options``
         (target_sparsity, lmbda, epsilon, decay, ...). Built when ``fit`` has placed the model,
         so the group index maps follow it to its device."""
         def make(model, cfg):

@@ -6,11 +6,11 @@ gradient), like TPP's ``released``: the options hold the deviation, so asking fo
 name is the same run, with the same id, as not asking."""
 from __future__ import annotations
 
-from ...training.engine import evaluate
-from .algorithm import DHSPG, SparsityLog, pruned_groups
-from ...training.metrics import example_input
-from ...pruning import ChannelGroups, SmoothPruning, effective_macs_params, remove_channels
 from ...experiments.method import Method, finish_decay, rectifier
+from ...pruning import ChannelGroups, SmoothPruning, effective_macs_params, remove_channels
+from ...training.engine import evaluate
+from ...training.metrics import example_input
+from .algorithm import DHSPG, SparsityLog, pruned_groups
 
 
 class OTOv2(Method):

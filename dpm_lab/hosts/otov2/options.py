@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from ...experiments.option_types import on_off, open_fraction
 from ...experiments.host import checked_decay_steps, with_recipe_overrides
+from ...experiments.option_types import on_off, open_fraction
 from ...experiments.profiles import Profile
 from ...training.models import PRETRAINED
 from .algorithm import L_INIT_AT, RELEASED_GROUPS, SR_SIGNALS

@@ -32,8 +32,8 @@ import fnmatch
 
 import torch
 
-from ...training.engine import Hook, TrainState
 from ...pruning.groups import ChannelGroups
+from ...training.engine import Hook, TrainState
 
 
 def filter_l1(groups: ChannelGroups) -> torch.Tensor:

@@ -8,16 +8,17 @@ the hard zeroing; fine-tuning then starts by handing the chosen filters to Smoot
 reach zero after N steps) with Self-Rectifying, which may release a wrongly chosen filter. By
 default a released filter is not replaced (TPP selects once), so the network ends larger;
 ``--released replace`` puts the next smallest-L1 free filter of the same layer in its place at
-the next round (:class:`~dpm_lab.hosts.tpp.algorithm.ReplaceReleased`), so every layer ends at its ratio.
+the next round (:class:`~dpm_lab.hosts.tpp.algorithm.ReplaceReleased`), so every layer ends at its
+ratio.
 """
 from __future__ import annotations
 
+from ...experiments.method import (DEFAULT_PRUNE_PHASE, Method, finish_decay, rectifier,
+                                   selection_rounds)
+from ...pruning import ChannelGroups, NormSample, SmoothPruning, remove_channels
 from ...training.engine import evaluate, fit
 from ...training.metrics import example_input
 from .algorithm import ReplaceReleased, TPPRegularizer, layerwise_selection
-from ...pruning import ChannelGroups, NormSample, SmoothPruning, remove_channels
-from ...experiments.method import (DEFAULT_PRUNE_PHASE, Method, finish_decay, rectifier,
-                                   selection_rounds)
 
 
 class TPP(Method):
