@@ -14,8 +14,9 @@ from torch import nn
 
 from dpm_lab.experiments.identity import data_config
 from dpm_lab.experiments.method import selection_rounds
+from dpm_lab.experiments.method import SR_METHODS
 from dpm_lab.experiments.profiles import PROFILE_NAMES, get_profile
-from dpm_lab.experiments.runspec import SR_DEFAULTS, SR_METHODS, RunSpec, resolve, sr_defaults
+from dpm_lab.experiments.runspec import SR_DEFAULTS, RunSpec, resolve, sr_defaults
 from dpm_lab.hosts import HOSTS, METHODS
 from dpm_lab.hosts.core.options import CORE_DEFAULTS
 from dpm_lab.pruning import (DECAYING, FREE, PRUNED, RELEASED, ChannelGroups, ChannelRatio,

@@ -32,7 +32,10 @@ class HostEntry:
     :class:`~dpm_lab.experiments.method.Method` class that runs it; ``resolve(spec, profile)``:
     the run's ``(profile, train, dense, options, recipe)`` (see
     :func:`dpm_lab.experiments.runspec.resolve`); ``in_default_sweep``: whether a sweep that names
-    no method runs these methods (TPP's run only when named); ``options``: the folder's own
+    no method runs these methods (TPP's run only when named); ``refusals(spec)``: the options
+    that do not apply to ``spec`` in this folder's view (its own options outside it, and the ones
+    it has no use for inside it), each with the reason (see
+    :func:`dpm_lab.experiments.runspec.inapplicable`); ``options``: the folder's own
     command-line options, as entries of :data:`dpm_lab.experiments.options.RUN_OPTIONS`, which
     ``--help`` lists under the heading ``option_group`` (title, text)."""
 
@@ -40,8 +43,20 @@ class HostEntry:
     methods: dict
     resolve: Callable
     in_default_sweep: bool = True
+    refusals: Callable = lambda spec: {}
     options: tuple = ()
     option_group: tuple[str, str] | None = None
+
+
+def own_selection(host: str, ranks: str, keeps_target_macs: bool = False) -> dict[str, str]:
+    """The core selection options a host has no use for, since it ``ranks`` its channels itself
+    (and takes its own target, except Gate Decorator's ``--target-macs``)."""
+    why = {"criterion": f"the {host} host chooses its channels itself ({ranks})"}
+    why["calibration_batches"] = why["criterion"]
+    for o in ("channel_ratio",) if keeps_target_macs else ("target_macs", "channel_ratio"):
+        why[o] = ("hosts take --speedup (depgraph), --target-sparsity (otov2) or "
+                  "--target-macs (gatedecorator)")
+    return why
 
 
 def no_recipe(what: str, profile: Profile, profiles: tuple[str, ...]) -> ValueError:

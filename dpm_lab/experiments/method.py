@@ -85,6 +85,8 @@ class Method:
         raise NotImplementedError
 
 
+SR_METHODS = ("dpm", "tpp+dpm")          # the methods with Self-Rectifying
+DECAY_METHODS = ("sp", "dpm", "tpp+dpm")  # the methods with Smooth Pruning
 # the part of fine-tuning over which selection rounds run unless a run says otherwise (core, and
 # TPP × DPM's replacing rounds)
 DEFAULT_PRUNE_PHASE = 0.5

@@ -46,41 +46,41 @@ RUN_OPTIONS = [
      dict(type=val_fraction, help="label smoothing of the pruning phase, in [0, 1)")),
     (("--weight-decay",), "weight_decay",
      dict(type=number(float, lambda v: v >= 0, "a number >= 0"), help="weight decay of the "
-                                                                       "pruning phase")),
+                                                                      "pruning phase")),
     (("--val-fraction",), "val_fraction",
      dict(type=val_fraction, help="hold out this fraction of the training split for "
-                                   "validation (default: the profile's, 0)")),
+                                  "validation (default: the profile's, 0)")),
     (("--dense-epochs",), "dense_epochs",
      dict(type=positive_int, help="epochs of the dense run the pruning starts from (default: "
-                                   "the profile's; another value trains its own dense model)")),
+                                  "the profile's; another value trains its own dense model)")),
     (("--dense-lr",), "dense_lr",
      dict(type=number(float, lambda v: v > 0, "a number > 0"),
           help="learning rate of the dense run the pruning starts from (default: the "
                "profile's)")),
     (("--target-macs", "--targets"), "target_macs",
      dict(type=fraction, help="core, gatedecorator: fraction of dense MACs to keep (default "
-                               "0.5; gatedecorator: the recipe's)")),
+                              "0.5; gatedecorator: the recipe's)")),
     (("--channel-ratio",), "channel_ratio",
      dict(type=open_fraction, help="core, instead of --target-macs: fraction of every "
-                                    "group's channels to remove")),
+                                   "group's channels to remove")),
     (("--layer-ratio",), "layer_ratio",
      dict(type=open_fraction, help="core tpp, tpp+dpm, single-step: fraction of the filters of "
-                                    "every TPP layer to remove (default 0.5)")),
+                                   "every TPP layer to remove (default 0.5)")),
     (("--criterion",), "criterion", dict(choices=CRITERIA, help="core: importance criterion "
                                                                 "(default l2)")),
     (("--calibration-batches",), "calibration_batches",
      dict(type=positive_int, help="core, --criterion taylor: batches whose gradients rank the "
-                                   "step-0 selection (default 4)")),
+                                  "step-0 selection (default 4)")),
     (("--prune-phase",), "prune_phase",
      dict(type=fraction, help="sp/dpm (core, depgraph), iterative: fraction of fine-tuning "
-                               "during which selection rounds run (default 0.5)")),
+                              "during which selection rounds run (default 0.5)")),
     (("--decay-steps",), "decay_steps",
      dict(type=positive_int, help="N, optimiser steps for a selected channel to decay to zero "
-                                   "(default: the profile's); iterative: the N of the DPM rounds "
-                                   "whose span (and, by default, count) it prunes in")),
+                                  "(default: the profile's); iterative: the N of the DPM rounds "
+                                  "whose span (and, by default, count) it prunes in")),
     (("--iterative-steps",), "iterative_steps",
      dict(type=positive_int, help="iterative: k, the rounds of physical removal (default: as "
-                                   "many as DPM's selection rounds)")),
+                                  "many as DPM's selection rounds)")),
     (("--prune-schedule",), "prune_schedule",
      dict(choices=tuple(PRUNE_SCHEDULES), help="iterative: how much each removal round prunes, "
                                                "linear (Torch-Pruning's scheduler, default) or "
@@ -92,9 +92,9 @@ RUN_OPTIONS = [
     (("--rule",), "rule", dict(choices=RULES, help="dpm: release when all or any signal is over "
                                                    f"its threshold (default {SR_DEFAULTS['rule']})")),
     (("--window",), "window", dict(type=positive_int, help="dpm: steps of the moving average of "
-                                                            "C_rate and C_len (default per "
-                                                            f"profile: {SR_DEFAULTS['window']}; "
-                                                            "smoke 2)")),
+                                                           "C_rate and C_len (default per "
+                                                           f"profile: {SR_DEFAULTS['window']}; "
+                                                           "smoke 2)")),
     (("--rate-reference",), "rate_reference",
      dict(choices=RATE_REFERENCES, help="dpm: what C_rate is measured against "
                                         f"(default {SR_DEFAULTS['rate_reference']})")),

@@ -20,20 +20,16 @@ import itertools
 from dataclasses import asdict, dataclass, fields, replace
 
 from .. import TRAINING_PATH_VERSION, __version__
-from ..hosts import HOSTS, METHODS, entry
-from ..hosts.core.options import CORE_DEFAULTS
-from ..hosts.otov2.options import OTOV2_DPM_OPTIONS
-from ..hosts.tpp.options import TPP_METHODS
+from ..hosts import HOSTS, METHODS, REGISTRY, entry
 from ..pruning.rectify import RATE_REFERENCES, RULES, check_release_window
 from .identity import config_hash, data_config
+from .method import DECAY_METHODS, SR_METHODS
 from .profiles import Profile, get_profile
 
 # Self-Rectifying defaults, chosen on the validation split (results/reference/self-rectifying,
 # notebook 03): the scale-free C_rate, and the thresholds at which SR acts selectively.
 SR_DEFAULTS = {"t_rate": 0.5, "t_len": 1.0, "rule": "all", "window": 10,
                "rate_reference": "gradient"}
-SR_METHODS = ("dpm", "tpp+dpm")          # the methods with Self-Rectifying
-DECAY_METHODS = ("sp", "dpm", "tpp+dpm")  # the methods with Smooth Pruning
 
 
 @dataclass(frozen=True)
@@ -111,67 +107,22 @@ SR_OPTIONS = tuple(SR_DEFAULTS)
 
 
 def inapplicable(spec: RunSpec) -> dict[str, str]:
-    """The options that do not apply to ``spec``'s host and method, each with the reason."""
-    host, method = spec.host, spec.method
-    why = {}
-    decaying = method in DECAY_METHODS
+    """The options that do not apply to ``spec``'s host and method, each with the reason: the
+    method-level rules below (Self-Rectifying's and Smooth Pruning's options), then each host
+    folder's own (``refusals`` of its registry entry: its options outside it, and the options it
+    has no use for inside it), which may give a more specific reason for the same option."""
+    method, why = spec.method, {}
     if method not in SR_METHODS:
         for o in SR_OPTIONS:
             why[o] = "Self-Rectifying options apply only to --method dpm and tpp+dpm"
-    if host != "core" or method not in ("single-step",) + TPP_METHODS:
-        why["layer_ratio"] = ("a layer-wise ratio is TPP's target: --method tpp, tpp+dpm, and "
-                              "single-step (TPP's L1 baseline)")
-    if method in TPP_METHODS:
-        why["criterion"] = "TPP ranks the filters of each chosen layer by their L1 norm"
-        why["calibration_batches"] = why["criterion"]
-        for o in ("target_macs", "channel_ratio"):
-            why[o] = "TPP prunes a ratio of every chosen layer: --layer-ratio"
-        why["prune_phase"] = "TPP selects once, before regularising"
-    if host != "core":
-        ranks = {"depgraph": "DepGraph ranks channels by Torch-Pruning's group L2 magnitude",
-                 "otov2": "OTOv2's DHSPG optimiser ranks groups itself",
-                 "gatedecorator": "Gate Decorator ranks gates by their Taylor score"}[host]
-        why["criterion"] = f"the {host} host chooses its channels itself ({ranks})"
-        why["calibration_batches"] = why["criterion"]
-        for o in ("target_macs", "channel_ratio"):
-            why[o] = ("hosts take --speedup (depgraph), --target-sparsity (otov2) or "
-                      "--target-macs (gatedecorator)")
-        if host == "gatedecorator":
-            del why["target_macs"]
-    if host != "depgraph":
-        why["speedup"] = "--speedup is the DepGraph host's target"
-        why["sparse_learning"] = "sparse learning belongs to the DepGraph host"
-    if host != "otov2":
-        why["target_sparsity"] = "--target-sparsity is the OTOv2 host's target"
-    if host != "otov2" or not decaying:
-        for o in OTOV2_DPM_OPTIONS:
-            why[o] = "a deviation of DHSPG for DPM: applies to --host otov2 --method sp or dpm"
-    if host != "otov2" or method != "dpm":
-        why["sr_signal"] = ("what Self-Rectifying reads inside DHSPG: applies to --host otov2 "
-                            "--method dpm")
-    if method == "tpp+dpm":
-        del why["released"]
-    if host != "gatedecorator" or not decaying:
-        why["gate_decay"] = "what decays inside Gate Decorator: --host gatedecorator --method sp/dpm"
-    if method not in SR_METHODS:
         why["released"] = ("what happens to released groups applies only to --method dpm "
                            "(otov2) and tpp+dpm")
-    if method != "iterative":
-        why["iterative_steps"] = "k removal rounds apply only to --method iterative"
-        why["prune_schedule"] = "the schedule of removal rounds applies only to --method iterative"
-    if not decaying and method != "iterative":  # iterative: the N and phase of DPM's rounds
+    if method not in DECAY_METHODS and method != "iterative":  # iterative: DPM's N and phase
         why["decay_steps"] = ("N applies only to --method sp and dpm (and tpp+dpm; iterative: "
                               "the N of the DPM rounds whose span it prunes in)")
         why["prune_phase"] = "selection rounds apply only to --method sp and dpm (and iterative)"
-    if host == "otov2":
-        why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
-                              "DHSPG's projection fires")
-    if host == "gatedecorator":
-        why["prune_phase"] = "Gate Decorator selects after every tick until its MACs target"
-    if host == "core" and method not in TPP_METHODS and (
-            spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
-        why["calibration_batches"] = ("calibration batches compute the gradients of "
-                                      "--criterion taylor only")
+    for e in REGISTRY.values():
+        why.update(e.refusals(spec))
     return why
 
 

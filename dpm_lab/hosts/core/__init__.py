@@ -12,10 +12,10 @@ core``, has its own folder (:mod:`dpm_lab.hosts.tpp`).
 """
 from ...experiments.host import HostEntry
 from .iterative import Iterative
-from .options import resolve
+from .options import refusals, resolve
 from .single_step import SingleStep
 from .smooth import SmoothDecay
 
 ENTRY = HostEntry(host="core", methods={"single-step": SingleStep, "sp": SmoothDecay,
                                         "dpm": SmoothDecay, "iterative": Iterative},
-                  resolve=resolve)
+                  resolve=resolve, refusals=refusals)

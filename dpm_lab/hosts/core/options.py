@@ -10,16 +10,31 @@ from ...experiments.method import DEFAULT_PRUNE_PHASE
 from ...experiments.profiles import Profile
 from ...pruning.iterative import SCHEDULES
 from ...pruning.selection import CRITERIA
-from ..tpp.options import resolve as resolve_tpp
+from ..tpp.options import TPP_METHODS, resolve as resolve_tpp
 
 # iterative pruning: Torch-Pruning's default scheduler (linear); k defaults to DPM's round count
 CORE_DEFAULTS = {"target_macs": 0.5, "criterion": "l2", "prune_phase": DEFAULT_PRUNE_PHASE,
                  "calibration_batches": 4, "prune_schedule": "linear"}
 
 
+def refusals(spec) -> dict[str, str]:
+    """Iterative pruning's options outside it; the calibration batches without a gradient
+    criterion."""
+    why = {}
+    if spec.method != "iterative":
+        why["iterative_steps"] = "k removal rounds apply only to --method iterative"
+        why["prune_schedule"] = "the schedule of removal rounds applies only to --method iterative"
+    if spec.host == "core" and spec.method not in TPP_METHODS and (
+            spec.criterion or CORE_DEFAULTS["criterion"]) != "taylor":
+        why["calibration_batches"] = ("calibration batches compute the gradients of "
+                                      "--criterion taylor only")
+    return why
+
+
 def resolve(spec, profile: Profile):
     """The run options of single-step, SP, DPM and iterative pruning on DPM's own selection."""
-    given = [f for f in ("target_macs", "channel_ratio", "layer_ratio") if getattr(spec, f) is not None]
+    given = [f for f in ("target_macs", "channel_ratio", "layer_ratio")
+             if getattr(spec, f) is not None]
     if len(given) > 1:
         raise ValueError("give only one of --target-macs, --channel-ratio and --layer-ratio, "
                          f"not both {' and '.join('--' + g.replace('_', '-') for g in given)}")
@@ -30,7 +45,8 @@ def resolve(spec, profile: Profile):
         recipe = resolve_tpp(spec, profile)[4]
         options = {"target": {"layer_ratio": recipe.layer_ratio, "layers": recipe.layers,
                               "exclude": recipe.exclude}, "criterion": "filter-l1"}
-        return profile, with_recipe_overrides(profile.finetune, spec), asdict(profile.dense), options, None
+        finetune = with_recipe_overrides(profile.finetune, spec)
+        return profile, finetune, asdict(profile.dense), options, None
     if spec.channel_ratio is not None:
         if not 0 < spec.channel_ratio < 1:
             raise ValueError(f"channel ratio must be in (0, 1), got {spec.channel_ratio!r}")
@@ -55,7 +71,8 @@ def resolve(spec, profile: Profile):
         options["prune_phase"] = phase
     if spec.method == "iterative":
         options.update(_iterative(spec))
-    return profile, with_recipe_overrides(profile.finetune, spec), asdict(profile.dense), options, None
+    finetune = with_recipe_overrides(profile.finetune, spec)
+    return profile, finetune, asdict(profile.dense), options, None
 
 
 def _iterative(spec) -> dict:

@@ -9,8 +9,8 @@ progressive global pruning) alone, with Smooth Pruning, and with DPM.
 """
 from ...experiments.host import HostEntry
 from .method import DepGraph
-from .options import OPTION_GROUP, RUN_OPTIONS, resolve
+from .options import OPTION_GROUP, RUN_OPTIONS, refusals, resolve
 
 ENTRY = HostEntry(host="depgraph", methods=dict.fromkeys(("host", "sp", "dpm"), DepGraph),
-                  resolve=resolve, options=RUN_OPTIONS,
+                  resolve=resolve, refusals=refusals, options=RUN_OPTIONS,
                   option_group=OPTION_GROUP)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...experiments.host import check_fraction, checked_decay_steps, prune_then_finetune
+from ...experiments.host import (check_fraction, checked_decay_steps, own_selection,
+                                 prune_then_finetune)
 from ...experiments.option_types import on_off, speedup
 from ...experiments.profiles import Profile
 from .recipe import depgraph_recipe
@@ -15,9 +16,18 @@ RUN_OPTIONS = (
     (("--sparse-learning",), "sparse_learning",
      dict(type=on_off, help="depgraph: on (default) or off, the 'w/o SL' variant")),
     (("--speedup",), "speedup", dict(type=speedup, help="depgraph: MACs speed-up target "
-                                                         "(default: the recipe's)")),
+                                                        "(default: the recipe's)")),
 )
 OPTION_GROUP = ("DepGraph (--host depgraph)", "Torch-Pruning's group_sl")
+
+
+def refusals(spec) -> dict[str, str]:
+    """Its options outside the host; the core selection inside it."""
+    if spec.host == "depgraph":
+        return own_selection("depgraph", "DepGraph ranks channels by Torch-Pruning's group L2 "
+                                         "magnitude")
+    return {"speedup": "--speedup is the DepGraph host's target",
+            "sparse_learning": "sparse learning belongs to the DepGraph host"}
 
 
 def resolve(spec, profile: Profile):

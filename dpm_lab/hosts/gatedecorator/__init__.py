@@ -8,8 +8,8 @@ Tick-Tock schedule alone, with Smooth Pruning, and with DPM.
 """
 from ...experiments.host import HostEntry
 from .method import GateDecorator
-from .options import OPTION_GROUP, RUN_OPTIONS, resolve
+from .options import OPTION_GROUP, RUN_OPTIONS, refusals, resolve
 
 ENTRY = HostEntry(host="gatedecorator",
                   methods=dict.fromkeys(("host", "sp", "dpm"), GateDecorator), resolve=resolve,
-                  options=RUN_OPTIONS, option_group=OPTION_GROUP)
+                  refusals=refusals, options=RUN_OPTIONS, option_group=OPTION_GROUP)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...experiments.host import checked_decay_steps, prune_then_finetune
+from ...experiments.host import checked_decay_steps, own_selection, prune_then_finetune
+from ...experiments.method import DECAY_METHODS
 from ...experiments.profiles import Profile
 from .algorithm import DECAY_SLICES
 from .recipe import gatedecorator_recipe
@@ -17,6 +18,20 @@ RUN_OPTIONS = (
                                      "default) or the gates with their conv filters")),
 )
 OPTION_GROUP = ("Gate Decorator (--host gatedecorator)", "gated BN and Tick-Tock")
+
+
+def refusals(spec) -> dict[str, str]:
+    """Its option outside the host's decaying methods; the core selection (but its MACs target)
+    and selection rounds inside it."""
+    why = {}
+    if spec.host == "gatedecorator":
+        why.update(own_selection("gatedecorator", "Gate Decorator ranks gates by their Taylor "
+                                                  "score", keeps_target_macs=True))
+        why["prune_phase"] = "Gate Decorator selects after every tick until its MACs target"
+    if spec.host != "gatedecorator" or spec.method not in DECAY_METHODS:
+        why["gate_decay"] = ("what decays inside Gate Decorator: --host gatedecorator --method "
+                             "sp/dpm")
+    return why
 
 
 def resolve(spec, profile: Profile):

@@ -8,8 +8,8 @@ Smooth Pruning, and with DPM.
 """
 from ...experiments.host import HostEntry
 from .method import OTOv2
-from .options import OPTION_GROUP, RUN_OPTIONS, resolve
+from .options import OPTION_GROUP, RUN_OPTIONS, refusals, resolve
 
 ENTRY = HostEntry(host="otov2", methods=dict.fromkeys(("host", "sp", "dpm"), OTOv2),
-                  resolve=resolve, options=RUN_OPTIONS,
+                  resolve=resolve, refusals=refusals, options=RUN_OPTIONS,
                   option_group=OPTION_GROUP)

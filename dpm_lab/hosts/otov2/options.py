@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from ...experiments.host import checked_decay_steps, with_recipe_overrides
+from ...experiments.host import checked_decay_steps, own_selection, with_recipe_overrides
+from ...experiments.method import DECAY_METHODS
 from ...experiments.option_types import on_off, open_fraction
 from ...experiments.profiles import Profile
 from ...training.models import PRETRAINED
@@ -21,7 +22,7 @@ RUN_OPTIONS = (
      dict(type=open_fraction, help="otov2: target group sparsity (default: the recipe's)")),
     (("--lasso-while-decaying",), "lasso_while_decaying",
      dict(type=on_off, help="otov2 sp/dpm: decaying groups keep DHSPG's group-lasso term "
-                             "(on, OTOv2's behaviour) or lose it (off, a deviation)")),
+                            "(on, OTOv2's behaviour) or lose it (off, a deviation)")),
     (("--l-init-at",), "l_init_at",
      dict(choices=L_INIT_AT, help="otov2 sp/dpm: the decay starts from the norm at the "
                                   "projection test (projection, default) or at the trial point")),
@@ -35,6 +36,27 @@ RUN_OPTIONS = (
                                    "(gradient, default) or DHSPG's step direction (update)")),
 )
 OPTION_GROUP = ("OTOv2 (--host otov2)", "DHSPG, and what DPM changes in it")
+
+
+def refusals(spec) -> dict[str, str]:
+    """Its options outside the host, or outside the methods they change; the core selection and
+    selection rounds inside it."""
+    why = {}
+    if spec.host == "otov2":
+        why.update(own_selection("otov2", "OTOv2's DHSPG optimiser ranks groups itself"))
+        why["prune_phase"] = ("OTOv2 has no selection rounds: groups start decaying when "
+                              "DHSPG's projection fires")
+    else:
+        why["target_sparsity"] = "--target-sparsity is the OTOv2 host's target"
+    deviation = "a deviation of DHSPG for DPM: applies to --host otov2 --method sp or dpm"
+    if spec.host != "otov2" or spec.method not in DECAY_METHODS:
+        why.update(lasso_while_decaying=deviation, l_init_at=deviation)
+    if spec.host != "otov2" and spec.method == "dpm":  # elsewhere Self-Rectifying's rules apply
+        why["released"] = deviation
+    if spec.host != "otov2" or spec.method != "dpm":
+        why["sr_signal"] = ("what Self-Rectifying reads inside DHSPG: applies to --host otov2 "
+                            "--method dpm")
+    return why
 
 
 def resolve(spec, profile: Profile):

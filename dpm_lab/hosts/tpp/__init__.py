@@ -8,8 +8,8 @@
 """
 from ...experiments.host import HostEntry
 from .method import TPP
-from .options import resolve
+from .options import refusals, resolve
 
 # a sweep that names no method leaves TPP's out: they train on another budget split
 ENTRY = HostEntry(host="core", methods={"tpp": TPP, "tpp+dpm": TPP}, resolve=resolve,
-                  in_default_sweep=False)
+                  refusals=refusals, in_default_sweep=False)

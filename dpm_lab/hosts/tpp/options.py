@@ -14,6 +14,22 @@ TPP_METHODS = ("tpp", "tpp+dpm")
 TPP_RELEASED = ("leave", "replace")
 
 
+def refusals(spec) -> dict[str, str]:
+    """Its layer-wise ratio outside TPP and its L1 baseline; the core selection inside TPP."""
+    why = {}
+    if spec.host != "core" or spec.method not in ("single-step",) + TPP_METHODS:
+        why["layer_ratio"] = ("a layer-wise ratio is TPP's target: --method tpp, tpp+dpm, and "
+                              "single-step (TPP's L1 baseline)")
+    if spec.method in TPP_METHODS:
+        why["criterion"] = "TPP ranks the filters of each chosen layer by their L1 norm"
+        why["calibration_batches"] = why["criterion"]
+        for o in ("target_macs", "channel_ratio"):
+            why[o] = "TPP prunes a ratio of every chosen layer: --layer-ratio"
+    if spec.method == "tpp+dpm":  # tpp: no rounds at all, the method-level reason
+        why["prune_phase"] = "TPP selects once, before regularising"
+    return why
+
+
 def resolve(spec, profile: Profile):
     """The run options of TPP and TPP × DPM (also the layers and ratio of single-step's
     ``--layer-ratio``, TPP's L1 baseline)."""
