@@ -10,6 +10,6 @@ from ...experiments.host import HostEntry
 from .method import TPP
 from .options import refusals, resolve
 
-# a sweep that names no method leaves TPP's out: they train on another budget split
+# TPP's methods are their own comparison (configs/*/tpp_*.toml): a sweep runs them when named
 ENTRY = HostEntry(host="core", methods={"tpp": TPP, "tpp+dpm": TPP}, resolve=resolve,
                   refusals=refusals, in_default_sweep=False)
