@@ -38,13 +38,12 @@ from ..training.models import get_model, input_size, pretrained_model
 from ..training.paths import (results_dir as default_results_dir, runs_dir as default_runs_dir,
                               to_home)
 from .identity import config_hash, dense_config
-from .method import Context, selection_rounds
+from .method import Context
 from .profiles import Profile, get_profile
 from .results import make_record, read_finished, write_record
 from .runspec import RunSpec, resolve
 
-__all__ = ["Loaders", "loaders", "train_dense", "selection_rounds", "run_paths", "run", "sweep",
-           "submit"]
+__all__ = ["Loaders", "loaders", "train_dense", "run_paths", "run", "sweep", "submit"]
 
 
 class Loaders(NamedTuple):
