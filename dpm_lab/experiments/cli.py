@@ -1,7 +1,7 @@
 """Command line: ``python -m dpm_lab train|run|sweep|report|figures|main-job|download``.
 
-``run`` and ``sweep`` share one option table, each option a field of
-:class:`dpm_lab.experiments.runspec.RunSpec`; in ``sweep`` every option takes one or more values and
+``run`` and ``sweep`` share one option table (:mod:`.options`, with each host's options from its
+folder), each option a field of :class:`dpm_lab.experiments.runspec.RunSpec`; in ``sweep`` every option takes one or more values and
 the grid is their Cartesian product. An option that does not apply to the chosen host or method is
 refused with one line saying why (``run``), or left out of the grid points it does not apply to,
 with a note (``sweep``). Every other bad value exits with status 2 and one line naming the value
