@@ -20,9 +20,9 @@ it between the tree before and the tree after.
 - ``help/``: the help text of the commands.
 
 ``compare`` requires the same id lists, the same record files with equal fields except those in
-``VOLATILE`` (wall times, timestamps, the machine's state, file paths under the run's home) and
-histories equal exactly, CSV files equal byte for byte, PNG files equal pixel for pixel, and
-printed text equal once the tree's path is replaced by ``TREE``.
+``VOLATILE`` (wall times and throughput, timestamps, the machine's state and software), histories
+equal but for their per-epoch time and throughput, CSV files equal byte for byte, PNG files equal
+pixel for pixel, and printed text equal once the tree's path is replaced by ``TREE``.
 
 The id snapshot imports the package, so it knows both layouts (before and after issue 26).
 """
@@ -41,8 +41,7 @@ PROFILES = ("smoke", "mini", "full", "paper")
 HELP = [[], ["run"], ["sweep"], ["report"], ["figures"], ["train"], ["main-job"], ["download"]]
 # record keys that describe when, where and how fast a run went, not what it computed
 VOLATILE = {"wall_time_s", "created", "git", "git_dirty", "python", "machine", "cpu", "threads",
-            "torch_build", "versions", "checkpoint", "model_path", "seconds", "time_s",
-            "epoch_time_s", "latency_ms"}
+            "torch_build", "versions", "epoch_time_s", "images_per_s"}
 
 IDS = r"""
 import glob, json, sys
@@ -98,7 +97,7 @@ def snapshot(tree: Path, out: Path, parts: set[str]) -> None:
         for profile in sorted(p.name for p in reference.iterdir() if p.name in PROFILES):
             text = _dpm(tree, home, "figures", "--profile", profile, "--results-dir",
                         str(reference), "--out", str(figs / f"figures_{profile}"))
-            (figs / f"figures_{profile}.txt").write_text(text)
+            (figs / f"figures_{profile}.txt").write_text(text.replace(str(figs), "OUT"))
         for folder in [reference, *sorted(p for p in reference.iterdir() if p.is_dir())]:
             for profile in sorted(p.name for p in folder.iterdir() if p.name in PROFILES):
                 name = f"report_{folder.relative_to(reference.parent).name}_{profile}"
@@ -161,16 +160,20 @@ def compare(old: Path, new: Path) -> int:
         counts[kind] = counts.get(kind, 0) + 1
         if kind == "record":
             ra, rb = (json.loads(x.read_text()) for x in (pa, pb))
-            if ra.get("history") != rb.get("history"):
+            if _strip(ra.get("history")) != _strip(rb.get("history")):
                 problems.append(f"{p}: history differs")
             if _strip(ra) != _strip(rb):
-                keys = sorted(k for k in ra.keys() | rb.keys()
+                keys = sorted(k for k in ra.keys() - VOLATILE | rb.keys() - VOLATILE
                               if _strip(ra.get(k)) != _strip(rb.get(k)))
                 problems.append(f"{p}: fields differ: {keys}")
         elif kind == "png":
             xa, xb = _pixels(pa), _pixels(pb)
             if xa.shape != xb.shape or not np.array_equal(xa, xb):
                 problems.append(f"{p}: pixels differ")
+        elif kind == "txt":  # printed text: the snapshot folder's own path aside
+            if (pa.read_text().replace(str(old), "SNAPSHOT")
+                    != pb.read_text().replace(str(new), "SNAPSHOT")):
+                problems.append(f"{p}: differs")
         elif pa.read_bytes() != pb.read_bytes():
             problems.append(f"{p}: differs")
     print("compared: " + ", ".join(f"{n} {k}" for k, n in counts.items()))

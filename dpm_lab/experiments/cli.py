@@ -1,14 +1,14 @@
 """Command line: ``python -m dpm_lab train|run|sweep|report|figures|main-job|download``.
 
 ``run`` and ``sweep`` share one option table (:mod:`.options`, with each host's options from its
-folder), each option a field of :class:`dpm_lab.experiments.runspec.RunSpec`; in ``sweep`` every option takes one or more values and
-the grid is their Cartesian product. An option that does not apply to the chosen host or method is
-refused with one line saying why (``run``), or left out of the grid points it does not apply to,
-with a note (``sweep``). Every other bad value exits with status 2 and one line naming the value
-and what is allowed, as does a state of the user's files the package detects
-(:class:`dpm_lab.errors.DpmLabError`); ``--debug`` (before the command) adds their traceback. Any
-other exception (a bug, CUDA out of memory, a Torch-Pruning internal) is not bad input and always
-shows its traceback.
+folder), each option a field of :class:`dpm_lab.experiments.runspec.RunSpec`; in ``sweep`` every
+option takes one or more values and the grid is their Cartesian product. An option that does not
+apply to the chosen host or method is refused with one line saying why (``run``), or left out of the
+grid points it does not apply to, with a note (``sweep``). Every other bad value exits with status 2
+and one line naming the value and what is allowed, as does a state of the user's files the package
+detects (:class:`dpm_lab.errors.DpmLabError`); ``--debug`` (before the command) adds their
+traceback. Any other exception (a bug, CUDA out of memory, a Torch-Pruning internal) is not bad
+input and always shows its traceback.
 
 A bare ``python -m dpm_lab`` prints the usage and the list of commands and exits with status 0:
 asking what the commands are is not an error. A mistyped option is refused with the closest
