@@ -1,4 +1,4 @@
-"""The package's layout: no import cycle between its modules.
+"""The package's layout: no import cycle between its modules, and the folders in layers.
 
 Why: a cycle (``experiment_file`` and ``cli`` once imported each other) works only while one side
 imports lazily, breaks when someone moves an import to the top, and hides which module is the
@@ -88,6 +88,31 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle():
     assert cycles(import_graph()) == []
+
+
+def _folder(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+# what each folder may import besides itself: the substrate nothing, the algorithms the substrate,
+# a host folder the part of the experiment machinery that defines what a host gives it
+ALLOWED = {"training": {"training"}, "pruning": {"training", "pruning"}}
+HOST_INTERFACE = {"dpm_lab.experiments", "dpm_lab.experiments.host", "dpm_lab.experiments.method",
+                  "dpm_lab.experiments.identity", "dpm_lab.experiments.option_types",
+                  "dpm_lab.experiments.profiles"}
+
+
+def test_each_folder_imports_only_the_layers_below_it():
+    wrong = []
+    for module, targets in import_graph().items():
+        folder = _folder(module)
+        for target in targets:
+            if folder in ALLOWED and _folder(target) not in ALLOWED[folder]:
+                wrong.append(f"{module} -> {target}")
+            if (folder == "hosts" and _folder(target) not in ("training", "pruning", "hosts")
+                    and target not in HOST_INTERFACE):
+                wrong.append(f"{module} -> {target}")
+    assert wrong == []
 
 
 def test_a_cycle_is_found(tmp_path):
