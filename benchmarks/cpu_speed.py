@@ -1,14 +1,14 @@
 """CPU training speed: which way of running the engine's training step is fastest on this CPU.
 
 What is measured
-    Images per second of ResNet-20 training steps on the CPU, each step as ``dpm_lab.engine.fit``
-    runs it (batches from :class:`dpm_lab.data.TensorLoader` with its batched crop, flip and
-    normalisation; zero_grad, forward, label-smoothed cross-entropy, backward, Nesterov SGD step,
-    learning-rate schedule step, the running loss and accuracy sums; the mini profile's dense
-    recipe), built from the engine's own pieces (``place_model``, ``_layout``,
-    ``make_optimizer``, ``LRFactor``), under each variant named on ``--variants``. A variant is
-    today's engine path (``engine``: float32, channels_last, eager, torch's default intra-op
-    thread count) with changes joined by ``+``:
+    Images per second of ResNet-20 training steps on the CPU, each step as
+    ``dpm_lab.training.engine.fit`` runs it (batches from
+    :class:`dpm_lab.training.data.TensorLoader` with its batched crop, flip and normalisation;
+    zero_grad, forward, label-smoothed cross-entropy, backward, Nesterov SGD step, learning-rate
+    schedule step, the running loss and accuracy sums; the mini profile's dense recipe), built from
+    the engine's own pieces (``place_model``, ``_layout``, ``make_optimizer``, ``LRFactor``), under
+    each variant named on ``--variants``. A variant is today's engine path (``engine``: float32,
+    channels_last, eager, torch's default intra-op thread count) with changes joined by ``+``:
 
     - ``nchw``: contiguous (NCHW) model and batches instead of channels_last (the engine's CPU
       path before channels_last was adopted);
@@ -64,12 +64,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from dpm_lab.config import get_profile
-from dpm_lab.data import DATASET_NAMES, TensorDataset, TensorLoader, dataset_label, load_dataset
-from dpm_lab.engine import LRFactor, _layout, make_optimizer, place_model
-from dpm_lab.models import get_model
-from dpm_lab.paths import reference_dir, results_dir
-from dpm_lab.results import benchmark_record, cpu_model, write_record
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.results import benchmark_record, cpu_model, write_record
+from dpm_lab.training.data import (DATASET_NAMES, TensorDataset, TensorLoader, dataset_label,
+                                   load_dataset)
+from dpm_lab.training.engine import LRFactor, _layout, make_optimizer, place_model
+from dpm_lab.training.models import get_model
+from dpm_lab.training.paths import reference_dir, results_dir
 from throughput import dataloader_path, endless, positive_int
 
 MODEL = "resnet20"

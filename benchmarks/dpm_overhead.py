@@ -1,8 +1,8 @@
 """Per-step cost of DPM's training hook relative to a plain training step.
 
 What is measured
-    (a) ``plain step``: one training step as ``dpm_lab.engine.fit`` runs it — zero_grad, forward,
-        cross-entropy, backward, SGD step, scheduler step — on a random batch.
+    (a) ``plain step``: one training step as ``dpm_lab.training.engine.fit`` runs it —
+        zero_grad, forward, cross-entropy, backward, SGD step, scheduler step — on a random batch.
     (b) ``dpm after_step``: :meth:`SmoothPruning.after_step` with :class:`SelfRectifying`, i.e.
         everything DPM adds to every step: the structures' weight and gradient norms, C_rate and
         C_len with their moving averages, the release test, and the vectorised rescale of the
@@ -38,11 +38,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from dpm_lab.config import TrainConfig
-from dpm_lab.engine import TrainState, _autocast, _layout, make_optimizer, place_model
-from dpm_lab.models import MODEL_NAMES, get_model, input_size
+from dpm_lab.experiments.results import benchmark_record, write_record
 from dpm_lab.pruning import DECAYING, ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning
-from dpm_lab.results import benchmark_record, write_record
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.engine import TrainState, _autocast, _layout, make_optimizer, place_model
+from dpm_lab.training.models import MODEL_NAMES, get_model, input_size
 
 GOAL_PERCENT = 5.0
 

@@ -3,14 +3,14 @@
 What is measured
     For each case, a freshly initialised model (seed 0) is pruned once by
     :func:`dpm_lab.pruning.single_step_prune` with the L2 criterion, and
-    :func:`dpm_lab.metrics.latency_ms` (eval mode, median of ``--reps`` forward passes of a
+    :func:`dpm_lab.training.metrics.latency_ms` (eval mode, median of ``--reps`` forward passes of a
     ``--batch`` batch of 32x32 images) times the dense and the pruned network. What is removed
     does not depend on training for this question: latency follows the layer widths, and a
     trained network's selection gives other channels but similar widths.
 
     Cases: ``mobilenet_v2`` and ``vit_tiny`` pruned by channels to ``--target`` of the MACs, and
-    ``vit_tiny heads``: the ViT after :func:`dpm_lab.models.attention.split_attention`, with
-    ``--head-ratio`` of the heads of every block removed (``granularity="head"``; heads alone
+    ``vit_tiny heads``: the ViT after :func:`dpm_lab.training.models.attention.split_attention`,
+    with ``--head-ratio`` of the heads of every block removed (``granularity="head"``; heads alone
     cannot reach a low MACs target, the MLPs hold the rest).
 
 How to read the result
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from dpm_lab.metrics import latency_ms, macs_params
-from dpm_lab.models import get_model, input_size
-from dpm_lab.models.attention import split_attention
+from dpm_lab.experiments.results import benchmark_record, write_record
 from dpm_lab.pruning import ChannelGroups, ChannelRatio, MacsTarget, single_step_prune
-from dpm_lab.results import benchmark_record, write_record
+from dpm_lab.training.metrics import latency_ms, macs_params
+from dpm_lab.training.models import get_model, input_size
+from dpm_lab.training.models.attention import split_attention
 
 
 def case(name: str, model, target, batch: int, device, reps: int, **groups_kw) -> dict:

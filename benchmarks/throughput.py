@@ -4,18 +4,19 @@ What is measured
     Images per second of training steps (forward, backward, SGD step) of the same model, batch
     size, optimiser and device, fed by two data paths, both over the offline CIFAR-10 slice:
 
-    - ``engine``: :class:`dpm_lab.data.TensorLoader` — the uint8 split lives on the device; random
-      crop (4-pixel zero padding), horizontal flip and normalisation run on the whole batch.
+    - ``engine``: :class:`dpm_lab.training.data.TensorLoader` — the uint8 split lives on the
+      device; random crop (4-pixel zero padding), horizontal flip and normalisation run on the
+      whole batch.
     - ``dataloader``: what ``torchvision.datasets.CIFAR10`` does per image (HWC uint8 array ->
       PIL image -> RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), batched by
       ``torch.utils.data.DataLoader`` with ``--workers`` worker processes (default 2, this machine's
       cores). Workers are persistent, so no worker start-up is timed.
 
-    The training step is the one ``dpm_lab.engine.fit`` runs (bf16 autocast and channels_last on
-    CUDA, fp32 NCHW on CPU). Each path gets ``--warmup`` untimed steps, then ``--steps`` timed
-    steps; this is repeated ``--repeats`` times with the order of the two paths alternating, and
-    the median of the repeats is reported. On CUDA the device is synchronised before and after
-    each timed window.
+    The training step is the one ``dpm_lab.training.engine.fit`` runs (bf16 autocast and
+    channels_last on CUDA, fp32 NCHW on CPU). Each path gets ``--warmup`` untimed steps, then
+    ``--steps`` timed steps; this is repeated ``--repeats`` times with the order of the two paths
+    alternating, and the median of the repeats is reported. On CUDA the device is synchronised
+    before and after each timed window.
 
     On CUDA the script also times one full ResNet-56 epoch of ``fit`` over 50,000 images (the
     slice tiled to CIFAR-10's training-set size), after a short warm-up ``fit``, for comparison
@@ -44,11 +45,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from dpm_lab.config import TrainConfig
-from dpm_lab.data import DATASET_NAMES, TensorDataset, TensorLoader, load_dataset
-from dpm_lab.engine import _autocast, _layout, default_device, fit, make_optimizer, place_model
-from dpm_lab.models import MODEL_NAMES, get_model
-from dpm_lab.results import benchmark_record, write_record
+from dpm_lab.experiments.results import benchmark_record, write_record
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.data import DATASET_NAMES, TensorDataset, TensorLoader, load_dataset
+from dpm_lab.training.engine import (_autocast, _layout, default_device, fit, make_optimizer,
+                                     place_model)
+from dpm_lab.training.models import MODEL_NAMES, get_model
 
 CIFAR10_TRAIN_SIZE = 50_000
 

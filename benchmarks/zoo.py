@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_zoo import _models, decay_and_remove  # noqa: E402  (the test's own cases)
 
-from dpm_lab.results import benchmark_record, write_record  # noqa: E402
+from dpm_lab.experiments.results import benchmark_record, write_record
 
 
 def measure(name: str, N: int) -> dict:

@@ -22,8 +22,9 @@ last bits across CPU kernels). Neither sees the other models, the float32 roundi
 initialisation, schedules, optimisers and options the smoke run does not use, DDP batching or
 GPU kernels: a change there needs the bump without a test to ask for it.
 
-``dpm_lab.DecayPruner`` (DPM with Torch-Pruning's call pattern, :mod:`dpm_lab.pruner`) is loaded
-on first use, so ``import dpm_lab`` stays light (no torch) for the command line and the tools.
+``dpm_lab.DecayPruner`` (DPM with Torch-Pruning's call pattern, :mod:`dpm_lab.pruning.decay_pruner`)
+is loaded on first use, so ``import dpm_lab`` stays light (no torch) for the command line and the
+tools.
 """
 __version__ = "0.2.0"
 TRAINING_PATH_VERSION = 1
@@ -32,6 +33,6 @@ __all__ = ["DecayPruner", "__version__"]
 
 def __getattr__(name: str):
     if name == "DecayPruner":
-        from .pruner import DecayPruner
+        from .pruning.decay_pruner import DecayPruner
         return DecayPruner
     raise AttributeError(f"module 'dpm_lab' has no attribute {name!r}")

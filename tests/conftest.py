@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dpm_lab.config import TrainConfig
-from dpm_lab.data import SLICE_FILE, TensorLoader, data_roots, synthetic_dataset
-from dpm_lab.engine import TrainState, make_optimizer
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.data import SLICE_FILE, TensorLoader, data_roots, synthetic_dataset
+from dpm_lab.training.engine import TrainState, make_optimizer
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ needs_slice = pytest.mark.skipif(not slice_available(), reason="CIFAR-10 slice n
 
 def whole_cifar10_available() -> bool:
     """The ``full`` profile can be built: official CIFAR-10 or its JPEG copy is found."""
-    from dpm_lab.data import DatasetNotFoundError, whole_cifar10
+    from dpm_lab.training.data import DatasetNotFoundError, whole_cifar10
     try:
         whole_cifar10()
         return True

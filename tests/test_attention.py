@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dpm_lab.metrics import macs_params
-from dpm_lab.models import get_model, input_size
-from dpm_lab.models.attention import QKVAttention, split_attention
 from dpm_lab.pruning import (ChannelGroups, ChannelRatio, MacsTarget, SmoothPruning, finalize,
                              load_pruned, remove_channels, save_pruned, scores, select)
+from dpm_lab.training.metrics import macs_params
+from dpm_lab.training.models import get_model, input_size
+from dpm_lab.training.models.attention import QKVAttention, split_attention
 from conftest import Stepper
 
 NEVER = 10**9

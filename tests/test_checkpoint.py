@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpm_lab.checkpoint import load_checkpoint, save_checkpoint
+from dpm_lab.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 class WritesMarker:

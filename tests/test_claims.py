@@ -1,7 +1,7 @@
-"""Claims under concurrency (dpm_lab/claims.py): of several processes racing for one claim exactly
-one wins, a holder's death frees its claim at once (before anyone reaps the process, and whatever
-its claim file says), another process's claim is never deleted, and temporary files are removed
-only when no writer holds them, whichever host wrote them."""
+"""Claims under concurrency (dpm_lab/training/claims.py): of several processes racing for one claim
+exactly one wins, a holder's death frees its claim at once (before anyone reaps the process, and
+whatever its claim file says), another process's claim is never deleted, and temporary files are
+removed only when no writer holds them, whichever host wrote them."""
 import fcntl
 import multiprocessing
 import os
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dpm_lab import claims
+from dpm_lab.training import claims
 
 fork = multiprocessing.get_context("fork")  # children only touch files: no torch, fast start
 ROUNDS, RACERS = 1000, 6  # about 1 % of rounds gives two winners on 4c9a40c

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dpm_lab.cli import main
+from dpm_lab.experiments.cli import main
 
 
 def _cli(*args):
@@ -89,13 +89,13 @@ def test_sweep_varies_any_field_and_leaves_out_what_does_not_apply(tmp_path, mon
 
 _FAILING_TRAIN = """
 import sys
-from dpm_lab import experiments
-from dpm_lab.cli import main
+from dpm_lab.experiments import runner
+from dpm_lab.experiments.cli import main
 
 def train_dense(*args, **kwargs):
     raise {error}
 
-experiments.train_dense = train_dense
+runner.train_dense = train_dense
 sys.exit(main([*sys.argv[1:], "train", "--profile", "smoke", "--data", "synthetic"]))
 """
 
@@ -153,8 +153,8 @@ def test_main_job_prunes_to_half_the_macs_prints_its_table_and_reuses_the_run(
     """`make train`'s command, in the smoke profile: the run of `run --method dpm --target-macs
     0.5 --seed 0`, its record and figure written, and a table holding the record's numbers; a
     second call reads the run back instead of training."""
-    from dpm_lab import experiments
-    from dpm_lab.runspec import RunSpec, resolve
+    from dpm_lab.experiments import runner
+    from dpm_lab.experiments.runspec import RunSpec, resolve
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path))
     args = ["main-job", "--profile", "smoke", "--results-dir", str(tmp_path / "res"),
             "--runs-dir", str(tmp_path / "runs")]
@@ -178,7 +178,7 @@ def test_main_job_prunes_to_half_the_macs_prints_its_table_and_reuses_the_run(
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although the run is recorded")
-    monkeypatch.setattr(experiments, "fit", no_training)
+    monkeypatch.setattr(runner, "fit", no_training)
     assert main(args) == 0
     assert _main_job_table(capsys.readouterr().out)[1:] == (dense, pruned)
 
@@ -217,7 +217,7 @@ def test_make_lists_its_targets_by_default_and_train_runs_the_main_job():
 
 def test_run_help_lists_its_options_in_groups_with_examples():
     """Each host's options under its own heading, and examples to copy."""
-    from dpm_lab.cli import OPTION_GROUPS, RUN_OPTIONS
+    from dpm_lab.experiments.cli import OPTION_GROUPS, RUN_OPTIONS
 
     grouped = [d for _, dests in OPTION_GROUPS.values() for d in dests]
     assert sorted(grouped) == sorted(dest for _, dest, _ in RUN_OPTIONS)  # each once
@@ -264,7 +264,7 @@ def test_figures_writes_to_the_home_figures_folder_unless_told_reference(tmp_pat
     """The committed figures/reference is rewritten only with --reference."""
     from pathlib import Path
 
-    from dpm_lab import cli
+    from dpm_lab.experiments import cli
 
     drawn = []
     repo = Path(__file__).resolve().parent.parent
@@ -273,7 +273,7 @@ def test_figures_writes_to_the_home_figures_folder_unless_told_reference(tmp_pat
         for k, v in env.items():
             mp.setenv(k, v)
         mp.chdir(repo)
-        mp.setattr("dpm_lab.paper_figures.draw_all",
+        mp.setattr("dpm_lab.reporting.paper_figures.draw_all",
                    lambda source, out, profile: drawn.append(out) or ([], []))
         assert cli.main(["figures"]) == 0
         assert cli.main(["figures", "--reference"]) == 0

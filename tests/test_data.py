@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpm_lab.data import (DatasetNotFoundError, TensorLoader, augment, load_dataset,
-                          split_validation, synthetic_dataset)
+from dpm_lab.training.data import (DatasetNotFoundError, TensorLoader, augment, load_dataset,
+                                   split_validation, synthetic_dataset)
 from conftest import needs_slice
 
 
@@ -22,7 +22,7 @@ def test_slice_checksum_shapes_and_labels():
 
 @needs_slice
 def test_corrupt_slice_is_rejected(tmp_path):
-    from dpm_lab.data import SLICE_FILE, data_roots
+    from dpm_lab.training.data import SLICE_FILE, data_roots
     src = next(r / SLICE_FILE for r in data_roots() if (r / SLICE_FILE).exists())
     bad = tmp_path / SLICE_FILE
     shutil.copy(src, bad)
@@ -118,7 +118,7 @@ def test_validation_split_is_seeded_stratified_and_disjoint():
 # ---- cifar10-jpeg: all of CIFAR-10 as JPEG q75 ----------------------------------------------
 
 def _jpeg_file():
-    from dpm_lab.data import JPEG_FILE, data_roots
+    from dpm_lab.training.data import JPEG_FILE, data_roots
     return next((r / JPEG_FILE for r in data_roots() if (r / JPEG_FILE).exists()), None)
 
 
@@ -135,7 +135,7 @@ def _fake_jpeg(folder, train_y=(0, 0, 1), train_rank=(0, 1, 0), test_y=(1, 0), t
     import numpy as np
     from PIL import Image
     from torchvision.io import encode_jpeg
-    from dpm_lab.data import JPEG_FILE
+    from dpm_lab.training.data import JPEG_FILE
 
     g = torch.Generator().manual_seed(0)
     arrays, expected, pixels = {}, {}, {}
@@ -166,7 +166,7 @@ def test_jpeg_cifar10_matches_reference_hashes_and_loads_from_cache(tmp_path, mo
     """The real file decodes to the pixels whose sha256 the data README gives (else the load
     raises), all 60000 images with 5000 / 1000 per class; the second load reads the cache
     written beside the file and decodes nothing."""
-    import dpm_lab.data as data
+    import dpm_lab.training.data as data
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
     shutil.copy(_jpeg_file(), tmp_path / data.JPEG_FILE)
     train, test = load_dataset("cifar10-jpeg", root=tmp_path)
@@ -190,7 +190,7 @@ def test_jpeg_decodes_checks_and_writes_the_cache_atomically(tmp_path, monkeypat
     temporary file in the same folder and renamed over, and no temporary file is left."""
     import os
 
-    import dpm_lab.data as data
+    import dpm_lab.training.data as data
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
     expected, pixels, path = _fake_jpeg(tmp_path / "d")
     renames = []
@@ -216,7 +216,7 @@ def test_a_damaged_or_unwritable_cache_costs_a_decode_not_a_wrong_answer(tmp_pat
                                                                        capsys):
     import numpy as np
 
-    import dpm_lab.data as data
+    import dpm_lab.training.data as data
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
     expected, pixels, path = _fake_jpeg(tmp_path / "d")
     cache = path.parent / data.JPEG_CACHE
@@ -248,7 +248,7 @@ def test_a_damaged_or_unwritable_cache_costs_a_decode_not_a_wrong_answer(tmp_pat
 def test_jpeg_cache_goes_to_the_user_cache_when_the_data_folder_is_read_only(tmp_path,
                                                                             monkeypatch):
     """A folder marked read-only (as the shared data is) is not written, even by root."""
-    import dpm_lab.data as data
+    import dpm_lab.training.data as data
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
     expected, _, path = _fake_jpeg(tmp_path / "ro")
     path.parent.chmod(0o555)
@@ -263,7 +263,7 @@ def test_jpeg_cache_goes_to_the_user_cache_when_the_data_folder_is_read_only(tmp
 
 
 def test_jpeg_mismatch_names_the_file_and_both_hashes(tmp_path, monkeypatch):
-    import dpm_lab.data as data
+    import dpm_lab.training.data as data
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
     expected, _, path = _fake_jpeg(tmp_path / "d")
     other = "0" * 64
@@ -282,7 +282,7 @@ def test_whole_cifar10_prefers_the_official_copy_and_names_both_when_neither_is_
         tmp_path, monkeypatch):
     from torchvision.datasets import CIFAR10
 
-    from dpm_lab.data import JPEG_FILE, whole_cifar10
+    from dpm_lab.training.data import JPEG_FILE, whole_cifar10
     monkeypatch.setenv("DPM_LAB_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("DPM_LAB_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)  # no data/ or shared/data/ here or above
@@ -309,7 +309,7 @@ def test_whole_cifar10_prefers_the_official_copy_and_names_both_when_neither_is_
 
 
 def test_every_dataset_has_a_label_and_the_jpeg_copy_says_so():
-    from dpm_lab.data import DATASET_LABELS, DATASET_NAMES, dataset_label
+    from dpm_lab.training.data import DATASET_LABELS, DATASET_NAMES, dataset_label
     assert set(DATASET_LABELS) == set(DATASET_NAMES)
     assert dataset_label("cifar10-jpeg") == "CIFAR-10 (JPEG q75)"
     assert dataset_label("cifar10") == "CIFAR-10"
@@ -320,7 +320,7 @@ def test_every_dataset_has_a_label_and_the_jpeg_copy_says_so():
 def test_a_run_on_the_jpeg_copy_is_labelled_so_in_its_figure(tmp_path):
     import matplotlib.pyplot as plt
 
-    from dpm_lab.figures import training_curve
+    from dpm_lab.reporting.figures import training_curve
     record = {"kind": "dense", "model": "resnet20", "dataset": "cifar10-jpeg", "profile": "full",
               "seed": 0, "run_id": "r0", "git": "abc", "final_top1": 50.0,
               "history": [{"epoch": 1, "train_loss": 1.0, "test_acc": 50.0}]}
@@ -330,7 +330,7 @@ def test_a_run_on_the_jpeg_copy_is_labelled_so_in_its_figure(tmp_path):
 
 
 def _shipped_slice():
-    from dpm_lab.data import SLICE_FILE, data_roots
+    from dpm_lab.training.data import SLICE_FILE, data_roots
     return next(r / SLICE_FILE for r in data_roots() if (r / SLICE_FILE).exists())
 
 
@@ -376,7 +376,7 @@ def test_slice_built_from_official_batches_has_the_shipped_arrays(tmp_path, monk
     import numpy as np
     import torchvision.datasets.cifar
 
-    import dpm_lab.data as data
+    import dpm_lab.training.data as data
     shipped = _shipped_slice()
     given = tmp_path / "given"
     expected = _fake_official_batches(given / "cifar-10-batches-py", shipped)
@@ -414,7 +414,7 @@ def test_slice_built_from_official_batches_has_the_shipped_arrays(tmp_path, monk
 def test_missing_slice_whose_download_fails_says_what_where_and_how(tmp_path, offline):
     """No slice anywhere and no network: one error naming the file, every folder searched, the
     failed download and its cause, and the command to run once online."""
-    from dpm_lab.data import SLICE_FILE, download_cifar10_slice
+    from dpm_lab.training.data import SLICE_FILE, download_cifar10_slice
 
     given = tmp_path / "given"
     with pytest.raises(DatasetNotFoundError) as err:

@@ -2,10 +2,11 @@
 
 The two-process run trains through the engine exactly as ``torchrun`` would (process group, DDP
 forward, sharded ``TensorLoader``), with DPM in the loop (selection rounds, or OTOv2's DHSPG
-requesting the decay) and Self-Rectifying releasing on a gradient signal. At every step each rank gathers the other's DPM status vector and the test
-requires them to be equal; afterwards the selections, releases and weights must match the
-single process. The model is float64 and has no BatchNorm (under DDP, BN normalises each rank's
-shard: a different function of the batch, not a rounding difference).
+requesting the decay) and Self-Rectifying releasing on a gradient signal. At every step each rank
+gathers the other's DPM status vector and the test requires them to be equal; afterwards the
+selections, releases and weights must match the single process. The model is float64 and has no
+BatchNorm (under DDP, BN normalises each rank's shard: a different function of the batch, not a
+rounding difference).
 """
 import socket
 
@@ -15,12 +16,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from dpm_lab import distributed
-from dpm_lab.config import TrainConfig
-from dpm_lab.data import TensorLoader, synthetic_dataset
-from dpm_lab.engine import Hook, fit
-from dpm_lab.hosts import DHSPG
+from dpm_lab.hosts.otov2.algorithm import DHSPG
 from dpm_lab.pruning import PRUNED, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
+from dpm_lab.training import distributed
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.data import TensorLoader, synthetic_dataset
+from dpm_lab.training.engine import Hook, fit
 
 ROUNDS, N, EPOCHS, GLOBAL_BATCH = [0, 4, 8], 3, 2, 32
 

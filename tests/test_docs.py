@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import dpm_lab
-from dpm_lab.data import SLICE_FILE
-from dpm_lab.paths import data_roots
+from dpm_lab.training.data import SLICE_FILE
+from dpm_lab.training.paths import data_roots
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from dpm_lab.checkpoint import load_checkpoint
-from dpm_lab.config import TrainConfig, get_profile
-from dpm_lab.engine import Hook, LRFactor, fit
-from dpm_lab.models import get_model
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.training.checkpoint import load_checkpoint
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.engine import Hook, LRFactor, fit
+from dpm_lab.training.models import get_model
 
 
 class Interrupt(Hook):
@@ -118,7 +119,7 @@ def test_profiles_switch_by_environment(monkeypatch):
 
 
 def test_validation_loader_is_evaluated_every_epoch(loaders, synthetic):
-    from dpm_lab.data import TensorLoader
+    from dpm_lab.training.data import TensorLoader
     train, test = loaders
     val = TensorLoader(synthetic[1].subset(64), 64, train=False)
     history = fit(_model(), train, test, TrainConfig(epochs=2, lr=0.05), progress=False,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dpm_lab.cli import _given_axes, _run_spec, _sweep_specs, build_parser
-from dpm_lab.experiment_file import load_experiment
-from dpm_lab.runspec import resolve
+from dpm_lab.experiments.cli import _given_axes, _run_spec, _sweep_specs, build_parser
+from dpm_lab.experiments.experiment_file import load_experiment
+from dpm_lab.experiments.runspec import resolve
 
 from conftest import needs_whole_cifar10
 

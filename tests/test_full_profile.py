@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from torchvision import datasets
 
-from dpm_lab.cli import _sweep_specs
-from dpm_lab.config import get_profile
-from dpm_lab.data import JPEG_FILE, DatasetNotFoundError, data_roots, dataset_label
-from dpm_lab.experiment_file import load_experiment
-from dpm_lab.experiments import run_paths
-from dpm_lab.hosts.recipes import depgraph_recipe
-from dpm_lab.runspec import RunSpec, config_hash, dense_config, describe, resolve
+from dpm_lab.experiments.cli import _sweep_specs
+from dpm_lab.experiments.experiment_file import load_experiment
+from dpm_lab.experiments.identity import config_hash, dense_config
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.runner import run_paths
+from dpm_lab.experiments.runspec import RunSpec, describe, resolve
+from dpm_lab.hosts.depgraph.recipe import depgraph_recipe
+from dpm_lab.training.data import JPEG_FILE, DatasetNotFoundError, data_roots, dataset_label
 
 FULL = Path(__file__).resolve().parent.parent / "configs" / "full"
 OFFICIAL = [f for f, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list] + \

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dpm_lab.hosts.gatedecorator import (GateTaylor, GatedBatchNorm2d, fold_gates, gates,
-                                         gate_outputs_taylor, mask_structures, melt_gates)
-from dpm_lab.models import get_model
+from dpm_lab.hosts.gatedecorator.algorithm import (GateTaylor, GatedBatchNorm2d, fold_gates, gates,
+                                                   gate_outputs_taylor, mask_structures, melt_gates)
 from dpm_lab.pruning import ChannelGroups, remove_channels
+from dpm_lab.training.models import get_model
 from conftest import Float64Batches, calibrate_bn
 
 SIZE = (1, 3, 32, 32)
@@ -94,9 +94,9 @@ def _ticktock(N=None, checkpoint=None, max_ticks=10_000, target=0.7, decay="gate
               rectifier=None):
     from dataclasses import replace
 
-    from dpm_lab.data import TensorLoader, synthetic_dataset
-    from dpm_lab.hosts.gatedecorator import TickTock, gate_smooth_pruning
-    from dpm_lab.hosts.recipes import gatedecorator_recipe
+    from dpm_lab.training.data import TensorLoader, synthetic_dataset
+    from dpm_lab.hosts.gatedecorator.algorithm import TickTock, gate_smooth_pruning
+    from dpm_lab.hosts.gatedecorator.recipe import gatedecorator_recipe
 
     train, test = synthetic_dataset(n_train=128, n_test=32)
     recipe = replace(gatedecorator_recipe("smoke"), target_macs=target, tick_batches=2,
@@ -120,7 +120,7 @@ def _removed(model, groups, held):
 
 
 def test_tick_tock_stops_at_the_first_tick_that_meets_its_macs_target():
-    from dpm_lab.metrics import macs_params
+    from dpm_lab.training.metrics import macs_params
 
     model, groups, tt = _ticktock()
     dense_macs = macs_params(melt_gates(copy.deepcopy(model)), SMALL)[0]
@@ -159,7 +159,7 @@ def test_gate_decorator_with_dpm_zeroes_the_picked_gates_over_N_steps():
 
 
 def test_gated_smooth_pruning_pins_the_gate_norm_and_leaves_filters_alone():
-    from dpm_lab.hosts.gatedecorator import gate_entries, gate_smooth_pruning
+    from dpm_lab.hosts.gatedecorator.algorithm import gate_entries, gate_smooth_pruning
 
     model = fold_gates(_resnet())
     groups = ChannelGroups(model, _x(1))
@@ -193,8 +193,8 @@ def test_tick_tock_resumes_to_the_same_result(tmp_path):
 
 
 def test_bad_gate_decorator_settings_name_the_value():
-    from dpm_lab.hosts.gatedecorator import TaylorSelector, gate_entries
-    from dpm_lab.runspec import RunSpec, resolve
+    from dpm_lab.hosts.gatedecorator.algorithm import TaylorSelector, gate_entries
+    from dpm_lab.experiments.runspec import RunSpec, resolve
 
     model = fold_gates(_resnet())
     groups = ChannelGroups(model, _x(1))
@@ -239,7 +239,7 @@ def test_self_rectifying_reads_no_stale_filter_gradient_during_ticks():
     never the ``.grad`` the last tock left in the filters. Checked at every step of a Tick-Tock
     with tocks between ticks, against C_len over the gates only; in tocks the filters' gradient
     is there and counts."""
-    from dpm_lab.hosts.gatedecorator import gate_entries
+    from dpm_lab.hosts.gatedecorator.algorithm import gate_entries
     from dpm_lab.pruning import SelfRectifying
 
     model, groups, tt = _ticktock(N=3, decay="gate+filter", rectifier=SelfRectifying(window=2))

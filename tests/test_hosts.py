@@ -5,13 +5,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dpm_lab.checkpoint import load_checkpoint, save_checkpoint
-from dpm_lab.hosts import (DHSPG, ProgressiveSelector, SparseLearning, make_pruner,
-                           progressive_prune, pruned_groups)
-from dpm_lab.metrics import macs_params
-from dpm_lab.models import get_model, input_size
+from dpm_lab.hosts.depgraph.algorithm import (ProgressiveSelector, SparseLearning, make_pruner,
+                                              progressive_prune)
+from dpm_lab.hosts.otov2.algorithm import DHSPG, pruned_groups
 from dpm_lab.pruning import (DECAYING, PRUNED, RELEASED, ChannelGroups, SelfRectifying,
                              SmoothPruning, effective_macs_params, finalize, remove_channels)
+from dpm_lab.training.checkpoint import load_checkpoint, save_checkpoint
+from dpm_lab.training.metrics import macs_params
+from dpm_lab.training.models import get_model, input_size
 from conftest import calibrate_bn, randomize_bn
 
 SIZE = input_size("resnet20")
@@ -293,10 +294,10 @@ def test_dhspg_bad_parameters_name_the_value():
 
 @pytest.mark.parametrize("host", ["depgraph", "otov2", "gatedecorator"])
 def test_host_pipelines_write_consistent_records(host, tmp_path):
-    from dpm_lab.config import get_profile
-    from dpm_lab.experiments import run
-    from dpm_lab.figures import report
-    from dpm_lab.runspec import RunSpec
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import run
+    from dpm_lab.reporting.figures import report
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
@@ -325,7 +326,7 @@ def test_host_pipelines_write_consistent_records(host, tmp_path):
 
 
 def test_dhspg_factory_keeps_the_training_config():
-    from dpm_lab.config import TrainConfig
+    from dpm_lab.training.config import TrainConfig
     model = TinyNet()
     groups = ChannelGroups(model, torch.randn(TINY), consumers=False)
     cfg = TrainConfig(epochs=1, lr=0.03, momentum=0.8, weight_decay=1e-3, nesterov=True)
@@ -336,7 +337,8 @@ def test_dhspg_factory_keeps_the_training_config():
 
 
 def test_paper_recipes_hold_the_papers_settings():
-    from dpm_lab.hosts.recipes import depgraph_recipe, otov2_recipe
+    from dpm_lab.hosts.depgraph.recipe import depgraph_recipe
+    from dpm_lab.hosts.otov2.recipe import otov2_recipe
 
     dg = depgraph_recipe("paper")
     assert (dg.model, dg.speedup, dg.reg, dg.sparse_learning.epochs, dg.finetune.epochs) == \
@@ -437,10 +439,10 @@ def test_sr_signal_option_is_resolved_refused_and_wired_like_the_other_deviation
     is a new run, and reaches DHSPG; a bad value is named."""
     from types import SimpleNamespace
 
-    from dpm_lab.cli import _run_spec, build_parser
-    from dpm_lab.methods.base import Context
-    from dpm_lab.methods.otov2 import OTOv2
-    from dpm_lab.runspec import RunSpec, describe, resolve
+    from dpm_lab.experiments.cli import _run_spec, build_parser
+    from dpm_lab.experiments.method import Context
+    from dpm_lab.hosts.otov2.method import OTOv2
+    from dpm_lab.experiments.runspec import RunSpec, describe, resolve
 
     base = RunSpec(host="otov2", method="dpm", profile="smoke")
     plain, gradient = resolve(base), resolve(base.replace(sr_signal="gradient"))

@@ -1,18 +1,19 @@
 """ImageNet readiness: the ResNet-50 pipeline end to end on a tiny generated ImageFolder.
 
 The test writes a handful of JPEGs as ``imagenet/{train,val}/<class>/``, then runs OTOv2 + DPM
-with ResNet-50 at 224x224 through ``experiments.run``, as the paper's ImageNet row does (smoke
-sizes: one dense epoch, the smoke OTOv2 recipe's DHSPG epochs). Numbers are meaningless; the code path is the point.
+with ResNet-50 at 224x224 through ``runner.run``, as the paper's ImageNet row does (smoke
+sizes: one dense epoch, the smoke OTOv2 recipe's DHSPG epochs). Numbers are meaningless; the code
+path is the point.
 """
 import numpy as np
 import pytest
 from PIL import Image
 
-from dpm_lab import experiments
-from dpm_lab.config import get_profile
-from dpm_lab.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
-from dpm_lab.hosts.recipes import otov2_recipe
-from dpm_lab.runspec import RunSpec
+from dpm_lab.experiments import runner
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.runspec import RunSpec
+from dpm_lab.hosts.otov2.recipe import otov2_recipe
+from dpm_lab.training.data import DatasetNotFoundError, imagefolder_loaders, imagenet_root
 
 
 def _image_folder(root, per_class: dict, classes=("n01", "n02"), size=48):
@@ -29,7 +30,7 @@ def _image_folder(root, per_class: dict, classes=("n01", "n02"), size=48):
 def test_resnet50_otov2_dpm_runs_end_to_end_on_an_image_folder(tmp_path):
     _image_folder(tmp_path, {"train": 8, "val": 2})
     profile = get_profile("smoke").with_(dataset="imagenet", model="resnet50", batch_size=4)
-    record = experiments.run(RunSpec(profile=profile, host="otov2", method="dpm", seed=0),
+    record = runner.run(RunSpec(profile=profile, host="otov2", method="dpm", seed=0),
                              data_root=tmp_path, results_dir=tmp_path / "results",
                              runs_dir=tmp_path / "runs", device="cpu", progress=False)
     assert record["model"] == "resnet50" and record["dataset"] == "imagenet"
@@ -50,7 +51,7 @@ def test_image_folder_errors_name_what_is_missing(tmp_path):
 def test_image_folder_loaders_shard_over_ranks(tmp_path, monkeypatch):
     """Under DDP (rank and world size faked here): each rank trains on its own part of the epoch,
     local batch = global / world, and the validation shards hold every image exactly once."""
-    from dpm_lab import distributed
+    from dpm_lab.training import distributed
 
     _image_folder(tmp_path, {"train": 6, "val": 3})
     train_parts, val_parts = [], []

@@ -4,13 +4,13 @@ import copy
 import pytest
 import torch
 
-from dpm_lab.config import TrainConfig
-from dpm_lab.data import TensorLoader
-from dpm_lab.engine import fit
-from dpm_lab.metrics import macs_params
-from dpm_lab.models import get_model
 from dpm_lab.pruning import (ChannelRatio, IterativePruning, MacsTarget, iterative_rounds,
                              load_pruned, single_step_prune)
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.data import TensorLoader
+from dpm_lab.training.engine import fit
+from dpm_lab.training.metrics import macs_params
+from dpm_lab.training.models import get_model
 from conftest import Float64Batches, Stepper, randomize_bn
 
 
@@ -160,11 +160,11 @@ def test_smoke_pipeline_writes_a_consistent_record(tmp_path):
     """Through ``experiments.run``: DPM's rounds (the default k) at the run's N and prune phase,
     the target met, the saved model replaying to the recorded MACs; the report pairs it with
     single-step run from the same dense model."""
-    from dpm_lab.config import get_profile
-    from dpm_lab.experiments import loaders, run, run_paths
-    from dpm_lab.figures import report
-    from dpm_lab.methods import selection_rounds
-    from dpm_lab.runspec import RunSpec
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import loaders, run, run_paths
+    from dpm_lab.reporting.figures import report
+    from dpm_lab.experiments.method import selection_rounds
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs")

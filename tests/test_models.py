@@ -5,7 +5,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from dpm_lab.models import MODEL_NAMES, get_model, input_size
+from dpm_lab.training.models import MODEL_NAMES, get_model, input_size
 
 
 def final_linear(model: nn.Module) -> nn.Linear:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dpm_lab.notebook import setup
+from dpm_lab.reporting.notebook import setup
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 

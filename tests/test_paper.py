@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dpm_lab.paper import COLUMNS, SECTIONS, load_paper_results, paper_results_path
+from dpm_lab.reporting.paper import COLUMNS, SECTIONS, load_paper_results, paper_results_path
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_a_bad_value_or_a_missing_column_is_refused(tmp_path):
 
 
 def test_a_missing_file_names_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setattr("dpm_lab.paths.PACKAGE_CHECKOUT", tmp_path / "elsewhere")
+    monkeypatch.setattr("dpm_lab.training.paths.PACKAGE_CHECKOUT", tmp_path / "elsewhere")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "elsewhere" / "data")):
         load_paper_results()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpm_lab.paper_figures import draw_all, paper_points
+from dpm_lab.reporting.paper_figures import draw_all, paper_points
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +41,8 @@ def test_paper_points_come_from_the_csv():
 def test_widths_and_norm_trajectories_are_drawn_from_the_fields_records_keep(tmp_path):
     """Records written before these fields existed are skipped (no figure); records that keep
     them give one figure each."""
-    from dpm_lab.paper_figures import norm_trajectories_figure, widths_figure
-    from dpm_lab.results import load_records
+    from dpm_lab.reporting.paper_figures import norm_trajectories_figure, widths_figure
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "mini" / "core")
     records = records[records["method"].isin(["sp", "dpm"])].head(4).copy()
@@ -66,8 +66,8 @@ def test_ablation_points_hold_every_other_knob_at_its_default():
     import pandas as pd
     import pytest
 
-    from dpm_lab.paper_figures import ablation_points
-    from dpm_lab.results import load_records
+    from dpm_lab.reporting.paper_figures import ablation_points
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "self-rectifying" / "mini" / "core")
     points = ablation_points(records)
@@ -84,7 +84,7 @@ def test_ablation_points_hold_every_other_knob_at_its_default():
 
 def test_a_legend_says_when_its_points_rest_on_different_numbers_of_seeds():
     """The Taylor pair has 5 seeds where the other criteria have 3: the legend says 3-5."""
-    from dpm_lab.paper_figures import _seeds
+    from dpm_lab.reporting.paper_figures import _seeds
 
     assert _seeds([3, 3, None]) == "3 seeds"
     assert _seeds([3, 5, 3]) == "3-5 seeds"
@@ -92,8 +92,8 @@ def test_a_legend_says_when_its_points_rest_on_different_numbers_of_seeds():
 
 
 def test_every_method_has_one_colour_and_marker_of_its_own():
-    from dpm_lab.figures import METHOD_STYLE, series_styles
-    from dpm_lab.runspec import METHODS
+    from dpm_lab.reporting.figures import METHOD_STYLE, series_styles
+    from dpm_lab.hosts import METHODS
 
     methods = {m for ms in METHODS.values() for m in ms}
     assert methods <= set(METHOD_STYLE)
@@ -107,9 +107,9 @@ def test_every_method_has_one_colour_and_marker_of_its_own():
 
 
 def test_legends_say_knobs_in_words():
-    from dpm_lab.figures import knob_label, series_label
-    from dpm_lab.paper_figures import _our_points
-    from dpm_lab.results import load_records
+    from dpm_lab.reporting.figures import knob_label, series_label
+    from dpm_lab.reporting.paper_figures import _our_points
+    from dpm_lab.experiments.results import load_records
 
     assert knob_label("lasso_while_decaying", False) == "lasso off while decaying"
     assert knob_label("N", 84.0) == "N = 84"
@@ -123,7 +123,7 @@ def test_legends_say_knobs_in_words():
 def test_a_macs_axis_does_not_magnify_a_spread_of_a_few_thousandths():
     import matplotlib.pyplot as plt
 
-    from dpm_lab.figures import MIN_MACS_SPAN, dodge, macs_axis
+    from dpm_lab.reporting.figures import MIN_MACS_SPAN, dodge, macs_axis
 
     fig, ax = plt.subplots()
     macs = [0.4968, 0.4972, 0.4987]
@@ -140,9 +140,9 @@ def test_a_macs_axis_does_not_magnify_a_spread_of_a_few_thousandths():
 def test_points_where_dpm_is_sp_run_for_run_are_found():
     """DPM that releases nothing is SP: at N = 1 and at T_rate 0.75 and 1 in the recorded
     ablations (the legend then says one point covers the other)."""
-    from dpm_lab.figures import final_metric
-    from dpm_lab.paper_figures import _ablation_panels, equal_runs
-    from dpm_lab.results import load_records
+    from dpm_lab.reporting.figures import final_metric
+    from dpm_lab.reporting.paper_figures import _ablation_panels, equal_runs
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "ablations" / "mini" / "core")
     panels = {k: p for k, _, p in _ablation_panels(records)}
@@ -154,9 +154,9 @@ def test_points_where_dpm_is_sp_run_for_run_are_found():
 
 def test_host_differences_put_the_papers_change_beside_ours():
     """Ours are report's rows (same Holm family); the paper's are its printed changes."""
-    from dpm_lab.figures import method_pairs
-    from dpm_lab.paper_figures import host_differences
-    from dpm_lab.results import load_records
+    from dpm_lab.reporting.figures import method_pairs
+    from dpm_lab.reporting.paper_figures import host_differences
+    from dpm_lab.experiments.results import load_records
 
     records = load_records(ROOT / "results" / "reference" / "mini" / "otov2")
     t = host_differences(records, "otov2")
@@ -174,8 +174,9 @@ def test_host_differences_put_the_papers_change_beside_ours():
 
 
 def test_report_tables_sort_targets_by_number_and_tell_otov2_variants_apart():
-    from dpm_lab.figures import by_target, distinguishing, self_rectifying_table, summarize
-    from dpm_lab.results import load_records
+    from dpm_lab.reporting.figures import (by_target, distinguishing, self_rectifying_table,
+                                           summarize)
+    from dpm_lab.experiments.results import load_records
 
     core = summarize(load_records(ROOT / "results" / "reference" / "mini" / "core"))
     dpm = by_target(core)[lambda t: t["method"] == "dpm"]["target"]

@@ -3,10 +3,10 @@ and never into the committed reference folders."""
 from pathlib import Path
 
 import dpm_lab
-from dpm_lab import paths
-from dpm_lab.config import get_profile
-from dpm_lab.experiments import train_dense
-from dpm_lab.results import checkpoint_path
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.results import checkpoint_path
+from dpm_lab.experiments.runner import train_dense
+from dpm_lab.training import paths
 
 
 def test_outputs_follow_dpm_lab_home(tmp_path, monkeypatch):

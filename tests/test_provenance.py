@@ -14,14 +14,16 @@ import pytest
 import torch
 
 import dpm_lab
-from dpm_lab import paths, runspec
-from dpm_lab.config import TrainConfig, get_profile
-from dpm_lab.engine import fit
-from dpm_lab.experiments import loaders, train_dense
-from dpm_lab.figures import provenance_notes
-from dpm_lab.models import get_model
-from dpm_lab.results import checkpoint_path, environment, load_records, provenance
-from dpm_lab.runspec import RunSpec, dense_config, resolve
+from dpm_lab.experiments import identity, runspec
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.results import checkpoint_path, environment, load_records, provenance
+from dpm_lab.experiments.runner import loaders, train_dense
+from dpm_lab.experiments.runspec import RunSpec, resolve
+from dpm_lab.reporting.figures import provenance_notes
+from dpm_lab.training import paths
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.engine import fit
+from dpm_lab.training.models import get_model
 
 from conftest import Float64Batches, needs_slice
 
@@ -122,10 +124,12 @@ def test_the_training_path_version_is_part_of_every_run_identity(monkeypatch):
     smoke = get_profile("smoke")
     specs = [RunSpec(profile=smoke, method=m) for m in ("single-step", "sp")] + \
         [RunSpec(host="depgraph", method="host", profile=smoke)]
-    before = [resolve(s).run_id for s in specs] + [runspec.config_hash(dense_config(smoke, 0))]
+    dense_id = lambda: identity.config_hash(identity.dense_config(smoke, 0))  # noqa: E731
+    before = [resolve(s).run_id for s in specs] + [dense_id()]
     assert all(resolve(s).config["training_path"] == dpm_lab.TRAINING_PATH_VERSION for s in specs)
-    monkeypatch.setattr(runspec, "TRAINING_PATH_VERSION", dpm_lab.TRAINING_PATH_VERSION + 1)
-    after = [resolve(s).run_id for s in specs] + [runspec.config_hash(dense_config(smoke, 0))]
+    for module in (runspec, identity):  # a pruning run's identity, and a dense model's
+        monkeypatch.setattr(module, "TRAINING_PATH_VERSION", dpm_lab.TRAINING_PATH_VERSION + 1)
+    after = [resolve(s).run_id for s in specs] + [dense_id()]
     assert all(a != b for a, b in zip(before, after))
 
 
@@ -189,7 +193,7 @@ def test_report_notes_and_figures_say_when_a_table_mixes_code_or_cpus(tmp_path):
     table and a figure of them say so; those of one revision alone get no note."""
     import matplotlib.pyplot as plt
 
-    from dpm_lab.figures import accuracy_vs_macs, report
+    from dpm_lab.reporting.figures import accuracy_vs_macs, report
 
     recorded = sorted((paths.reference_dir("results") / "mini" / "dense").glob("*.json"))
     for folder, keep in (("both", ("292d241", "76bb91a")), ("one", ("292d241",))):

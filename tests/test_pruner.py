@@ -9,10 +9,10 @@ import torch.nn as nn
 import torch_pruning as tp
 
 import dpm_lab
-from dpm_lab.engine import TrainState
-from dpm_lab.models import get_model
-from dpm_lab.pruner import MACS_GRID_RATIO, MACS_GRID_STEPS
 from dpm_lab.pruning import DECAYING, ChannelGroups, ChannelRatio, SelfRectifying, SmoothPruning
+from dpm_lab.pruning.decay_pruner import MACS_GRID_RATIO, MACS_GRID_STEPS
+from dpm_lab.training.engine import TrainState
+from dpm_lab.training.models import get_model
 from conftest import TwoBranches, randomize_bn
 
 X32 = (1, 3, 32, 32)
@@ -31,7 +31,7 @@ def constant(ratio, steps):
 
 def test_top_level_export():
     assert "DecayPruner" in dpm_lab.__all__
-    assert dpm_lab.DecayPruner is dpm_lab.pruner.DecayPruner
+    assert dpm_lab.DecayPruner is dpm_lab.pruning.decay_pruner.DecayPruner
 
 
 def test_equals_smooth_pruning_path_at_every_step():

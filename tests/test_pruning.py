@@ -4,15 +4,15 @@ import copy
 import pytest
 import torch
 
-from dpm_lab.checkpoint import load_checkpoint
-from dpm_lab.config import TrainConfig
-from dpm_lab.engine import fit
-from dpm_lab.metrics import macs_params
-from dpm_lab.models import get_model, input_size
-from dpm_lab.pruning import (DECAYING, PRUNED, ChannelGroups, ChannelRatio, MacsTarget,
-                             NormSample, SelfRectifying, SmoothPruning, effective_macs_params, finalize,
+from dpm_lab.pruning import (DECAYING, PRUNED, ChannelGroups, ChannelRatio, MacsTarget, NormSample,
+                             SelfRectifying, SmoothPruning, effective_macs_params, finalize,
                              load_pruned, make_importance, save_pruned, scores, select,
                              single_step_prune)
+from dpm_lab.training.checkpoint import load_checkpoint
+from dpm_lab.training.config import TrainConfig
+from dpm_lab.training.engine import fit
+from dpm_lab.training.metrics import macs_params
+from dpm_lab.training.models import get_model, input_size
 from conftest import Stepper, calibrate_bn, randomize_bn
 
 NEVER = 10**9  # a selection round that never comes: the test starts decays by hand

@@ -12,12 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from dpm_lab.config import PROFILE_NAMES, get_profile
-from dpm_lab.methods.base import selection_rounds
+from dpm_lab.experiments.identity import data_config
+from dpm_lab.experiments.method import selection_rounds
+from dpm_lab.experiments.method import SR_METHODS
+from dpm_lab.experiments.profiles import PROFILE_NAMES, get_profile
+from dpm_lab.experiments.runspec import SR_DEFAULTS, RunSpec, resolve, sr_defaults
+from dpm_lab.hosts import HOSTS, METHODS
+from dpm_lab.hosts.core.options import CORE_DEFAULTS
 from dpm_lab.pruning import (DECAYING, FREE, PRUNED, RELEASED, ChannelGroups, ChannelRatio,
                              SelfRectifying, SmoothPruning, rectify, scores)
-from dpm_lab.runspec import (CORE_DEFAULTS, HOSTS, METHODS, SR_DEFAULTS, SR_METHODS, RunSpec,
-                             data_config, resolve, sr_defaults)
 
 from conftest import needs_whole_cifar10
 
@@ -27,7 +30,7 @@ PROFILE_PARAMS = [pytest.param(p, marks=needs_whole_cifar10 if p == "full" else 
                   for p in PROFILE_NAMES]
 FILE_PARAMS = [pytest.param(p, marks=needs_whole_cifar10 if p.parent.name == "full" else ())
                for p in sorted(CONFIGS.rglob("*.toml"))]
-# (host, method) runs a profile's recipes do not cover: refused by name (hosts/recipes.py)
+# (host, method) runs a profile's recipes do not cover: refused by name (hosts/<host>/recipe.py)
 NO_RECIPE = {"full": {("core", "tpp+dpm"), ("otov2", "dpm"), ("gatedecorator", "dpm")}}
 
 SIZE = (1, 3, 6, 6)
@@ -112,8 +115,8 @@ def _steps_per_epoch(profile) -> int:
     hold-out), from the data itself: what ``Context.total_steps`` multiplies by the epochs. A
     standard dataset that is not here, used whole, counts its published training-split size
     (the training loaders drop the last partial batch)."""
-    from dpm_lab.data import DatasetNotFoundError
-    from dpm_lab.experiments import loaders
+    from dpm_lab.training.data import DatasetNotFoundError
+    from dpm_lab.experiments.runner import loaders
 
     key = json.dumps(data_config(profile), sort_keys=True)
     if key not in _STEPS:
@@ -193,10 +196,10 @@ def test_a_profile_refuses_an_unknown_self_rectifying_option_naming_the_allowed_
 
 
 def test_the_window_help_gives_each_profiles_default(monkeypatch):
-    from dpm_lab.cli import RUN_OPTIONS
+    from dpm_lab.experiments.cli import RUN_OPTIONS
 
     # full's window does not depend on which whole-CIFAR-10 copy is found, or whether one is
-    monkeypatch.setattr("dpm_lab.data.whole_cifar10", lambda root=None: "cifar10-jpeg")
+    monkeypatch.setattr("dpm_lab.training.data.whole_cifar10", lambda root=None: "cifar10-jpeg")
 
     text = next(kw["help"] for _, dest, kw in RUN_OPTIONS if dest == "window")
     windows = {p: sr_defaults(p)["window"] for p in PROFILE_NAMES}
@@ -206,8 +209,8 @@ def test_the_window_help_gives_each_profiles_default(monkeypatch):
 
 @pytest.mark.parametrize("path", FILE_PARAMS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_experiment_file_lets_self_rectifying_act(path):
-    from dpm_lab.cli import _sweep_specs
-    from dpm_lab.experiment_file import load_experiment
+    from dpm_lab.experiments.cli import _sweep_specs
+    from dpm_lab.experiments.experiment_file import load_experiment
 
     for spec in _sweep_specs(load_experiment(path), sweep=True):
         if spec.method in SR_METHODS:
@@ -233,7 +236,7 @@ def test_the_timing_check_refuses_runs_where_no_release_could_come(host, epochs,
 def test_a_smoke_dpm_run_releases_and_replaces(tmp_path):
     """The smoke profile exists to exercise code paths: with the settings it resolves to, a DPM
     run must reach Self-Rectifying's releases and the later round's replacements."""
-    from dpm_lab.experiments import run
+    from dpm_lab.experiments.runner import run
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     record = run(RunSpec(method="dpm", profile=profile), results_dir=tmp_path / "res",

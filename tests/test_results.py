@@ -1,6 +1,6 @@
 import json
 
-from dpm_lab.results import load_records, make_record, write_record
+from dpm_lab.experiments.results import load_records, make_record, write_record
 
 
 def _record(seed, accs):

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from dpm_lab.config import get_profile
-from dpm_lab.experiments import run, run_paths
-from dpm_lab.runspec import RunSpec, comparable_id, config_hash, describe, grid, resolve
+from dpm_lab.experiments.identity import comparable_id, config_hash
+from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.runner import run, run_paths
+from dpm_lab.experiments.runspec import RunSpec, describe, grid, resolve
 
 SMOKE = get_profile("smoke").with_(dataset="synthetic")
 
@@ -45,7 +46,7 @@ def test_recipe_and_package_version_enter_the_identity(monkeypatch):
     assert resolve(RunSpec(profile=lr, method="sp")).run_id != base
     dense = SMOKE.with_(dense=SMOKE.dense.with_epochs(2))
     assert resolve(RunSpec(profile=dense, method="sp")).run_id != base
-    monkeypatch.setattr("dpm_lab.runspec.__version__", "9.9.9")
+    monkeypatch.setattr("dpm_lab.experiments.runspec.__version__", "9.9.9")
     assert _id(method="sp") != base
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch_pruning as tp
 
-from dpm_lab.hosts import make_pruner
-from dpm_lab.models import get_model, input_size
-from dpm_lab.pruning import (CRITERIA, DECAYING, FREE, PRUNED, RELEASED, ChannelGroups,
-                             MacsTarget, SmoothPruning, decay, remove_channels, scores, select)
+from dpm_lab.hosts.depgraph.algorithm import make_pruner
+from dpm_lab.pruning import (CRITERIA, DECAYING, FREE, PRUNED, RELEASED, ChannelGroups, MacsTarget,
+                             SmoothPruning, decay, remove_channels, scores, select)
 from dpm_lab.pruning.selection import FreeNormalized, free_channels
+from dpm_lab.training.models import get_model, input_size
 from conftest import TwoBranches, randomize_bn
 
 TOY = (1, 3, 8, 8)

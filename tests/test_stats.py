@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from dpm_lab.stats import adjust, compare, holm, interval, paired_differences, t_test
+from dpm_lab.reporting.stats import adjust, compare, holm, interval, paired_differences, t_test
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
@@ -49,7 +49,7 @@ def test_pairs_by_seed_within_a_target_and_never_across_configurations():
 
 
 def test_self_rectifying_table_pairs_each_dpm_setting_with_sp_under_its_criterion():
-    from dpm_lab.figures import self_rectifying_table
+    from dpm_lab.reporting.figures import self_rectifying_table
 
     def rec(method, seed, val, criterion, window=None, released=None, pct=None):
         r = _record(method, seed, 0.0, window=window)
@@ -72,7 +72,7 @@ def test_self_rectifying_table_pairs_each_dpm_setting_with_sp_under_its_criterio
 
 
 def test_sr_signal_table_reads_the_recorded_quantiles_of_dpm_runs_only():
-    from dpm_lab.figures import sr_signal_table
+    from dpm_lab.reporting.figures import sr_signal_table
 
     dpm = _record("dpm", 0, 70.0, window=10)
     dpm["sr_signals"] = {"quantiles": [0.1, 0.5, 0.9],
@@ -167,8 +167,8 @@ def test_compare_adjusts_several_method_pairs_as_one_table():
 
 @pytest.mark.skipif(not (REFERENCE / "mini" / "core").exists(), reason="no committed records")
 def test_no_core_claim_survives_holm_on_the_committed_records(tmp_path, capsys):
-    from dpm_lab.cli import main
-    from dpm_lab.figures import report
+    from dpm_lab.experiments.cli import main
+    from dpm_lab.reporting.figures import report
 
     core, = [c for c in report("mini", REFERENCE, tmp_path) if c.name == "core"]
     pairs = core.pairs

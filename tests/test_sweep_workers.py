@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from dpm_lab.claims import release, remove_stale_temporaries, try_claim, writing
+from dpm_lab.training.claims import release, remove_stale_temporaries, try_claim, writing
 
 GRID = ["--profile", "smoke", "--data", "synthetic", "--method", "single-step", "sp", "dpm",
         "--seed", "0", "1"]
@@ -74,9 +74,9 @@ def test_a_sweep_killed_twice_finishes_with_one_record_per_point(tmp_path):
 def test_a_grid_submitted_through_submitits_local_executor_runs_once(tmp_path):
     import submitit
 
-    from dpm_lab.config import get_profile
-    from dpm_lab.experiments import submit
-    from dpm_lab.runspec import RunSpec
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import submit
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     specs = [RunSpec(profile=profile, method=m) for m in ("single-step", "sp")]

@@ -4,9 +4,9 @@ removal after the phase leaving outputs unchanged."""
 import pytest
 import torch
 
-from dpm_lab.models import get_model
-from dpm_lab.pruning import (ChannelGroups, TPPRegularizer, filter_l1, finalize,
-                             layerwise_selection, SmoothPruning)
+from dpm_lab.hosts.tpp.algorithm import TPPRegularizer, filter_l1, layerwise_selection
+from dpm_lab.pruning import ChannelGroups, finalize, SmoothPruning
+from dpm_lab.training.models import get_model
 from conftest import Stepper, calibrate_bn
 
 SIZE = (1, 3, 32, 32)
@@ -147,9 +147,9 @@ def test_bad_arguments_are_named():
 # ---- the pipeline (smoke profile, generated data) and the recipes ----
 
 def test_l1_tpp_and_tpp_dpm_runs_prune_the_same_filters(tmp_path):
-    from dpm_lab.config import get_profile
-    from dpm_lab.experiments import run
-    from dpm_lab.runspec import RunSpec
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import run
+    from dpm_lab.experiments.runspec import RunSpec
 
     profile = get_profile("smoke").with_(dataset="synthetic")
     dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu",
@@ -177,8 +177,8 @@ def test_l1_tpp_and_tpp_dpm_runs_prune_the_same_filters(tmp_path):
 
 
 def test_tpp_recipes():
-    from dpm_lab.config import get_profile
-    from dpm_lab.hosts.recipes import tpp_recipe
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.hosts.tpp.recipe import tpp_recipe
 
     paper = tpp_recipe("paper", "resnet56")
     assert (paper.ramp_epochs, paper.stabilize_epochs, paper.update_interval, paper.r_max,
@@ -192,7 +192,7 @@ def test_tpp_recipes():
 
 
 def test_jacobian_rms_singular_value_of_a_linear_map():
-    from dpm_lab.metrics import jacobian_rms_singular_value
+    from dpm_lab.training.metrics import jacobian_rms_singular_value
 
     torch.manual_seed(0)
     lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3, bias=False)).double()
@@ -206,9 +206,10 @@ def test_replace_released_keeps_every_layer_at_its_ratio(loaders):
     """TPP x DPM with --released replace: thresholds that release every decaying filter once its
     window is full; each later round puts as many free filters of the same layer in their place,
     so every layer ends with exactly the number TPP chose, and none of them was released."""
-    from dpm_lab.config import TrainConfig
-    from dpm_lab.engine import fit
-    from dpm_lab.pruning import PRUNED, RELEASED, ReplaceReleased, SelfRectifying
+    from dpm_lab.training.config import TrainConfig
+    from dpm_lab.training.engine import fit
+    from dpm_lab.hosts.tpp.algorithm import ReplaceReleased
+    from dpm_lab.pruning import PRUNED, RELEASED, SelfRectifying
 
     train, test = loaders  # 4 steps per epoch
     torch.manual_seed(0)

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch_pruning as tp
 import torchvision
 
-from dpm_lab.metrics import macs_params
 from dpm_lab.pruning import ChannelGroups, ChannelRatio, SmoothPruning, finalize, scores, select
+from dpm_lab.training.metrics import macs_params
 from conftest import Stepper, calibrate_bn
 
 NEVER = 10**9

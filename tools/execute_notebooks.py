@@ -7,8 +7,8 @@ show their tables and figures (on GitHub too) without anyone running them.
 under ``notebooks/``, in order. Each one runs with ``notebooks/`` as its working folder and
 ``$DPM_LAB_HOME`` at the repository root, as ``make lab`` runs them, so a mini execution reuses
 the runs of the command line. The first output of each notebook names the profile
-(``dpm_lab.notebook.setup``); the recorded comparisons come from ``results/reference`` whatever
-the profile.
+(``dpm_lab.reporting.notebook.setup``); the recorded comparisons come from ``results/reference``
+whatever the profile.
 
 The profile goes in through ``$DPM_LAB_PROFILE``, not ``-p PROFILE``: papermill would leave an
 ``injected-parameters`` cell behind that pins its value for every later run, nbval in CI and a
@@ -30,7 +30,7 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from dpm_lab.config import PROFILE_NAMES
+from dpm_lab.experiments.profiles import PROFILE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"

@@ -4,11 +4,11 @@ DPM on any model that Torch-Pruning can trace, in a few lines (a tiny, seconds-l
 generated data; the README shows it on CIFAR-10):
 
 >>> import torch
->>> from dpm_lab.config import TrainConfig
->>> from dpm_lab.data import TensorLoader, synthetic_dataset
->>> from dpm_lab.engine import fit
->>> from dpm_lab.metrics import macs_params
->>> from dpm_lab.models import get_model
+>>> from dpm_lab.training.config import TrainConfig
+>>> from dpm_lab.training.data import TensorLoader, synthetic_dataset
+>>> from dpm_lab.training.engine import fit
+>>> from dpm_lab.training.metrics import macs_params
+>>> from dpm_lab.training.models import get_model
 >>> from dpm_lab.pruning import ChannelGroups, MacsTarget, SelfRectifying, SmoothPruning, finalize
 >>> train, test = synthetic_dataset(256, 128)
 >>> train_loader = TensorLoader(train, 64, train=True)          # 4 steps per epoch
@@ -24,8 +24,8 @@ generated data; the README shows it on CIFAR-10):
 True
 """
 from .decay import DECAYING, FREE, PRUNED, RELEASED, SmoothPruning
-from .finalize import (effective_macs_params, finalize, load_pruned, removal_check,
-                       remove_channels, save_pruned)
+from .finalize import (effective_macs_params, finalize, load_pruned, removal_check, remove_channels,
+                       save_pruned)
 from .groups import ChannelGroups, output_layer
 from .iterative import SCHEDULES, IterativePruning, agp_scheduler, iterative_rounds
 from .norm_sample import NormSample
@@ -33,11 +33,10 @@ from .rectify import SelfRectifying
 from .selection import (CRITERIA, ChannelRatio, MacsTarget, accumulate_gradients, make_importance,
                         scores, select)
 from .single_step import single_step_prune
-from .tpp import ReplaceReleased, TPPRegularizer, filter_l1, layerwise_selection
 
 __all__ = ["ChannelGroups", "output_layer", "ChannelRatio", "MacsTarget", "CRITERIA",
            "make_importance", "scores", "accumulate_gradients", "select", "SmoothPruning",
            "SelfRectifying", "single_step_prune", "remove_channels", "effective_macs_params",
-           "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "ReplaceReleased", "TPPRegularizer", "filter_l1",
-           "layerwise_selection", "FREE", "DECAYING", "PRUNED", "RELEASED", "IterativePruning",
-           "SCHEDULES", "agp_scheduler", "iterative_rounds"]
+           "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "FREE",
+           "DECAYING", "PRUNED", "RELEASED", "IterativePruning", "SCHEDULES", "agp_scheduler",
+           "iterative_rounds"]

@@ -39,8 +39,8 @@ from typing import Sequence
 
 import torch
 
-from ..engine import Hook, TrainState
-from ..metrics import macs_params
+from ..training.engine import Hook, TrainState
+from ..training.metrics import macs_params
 from .groups import ChannelGroups
 from .rectify import SelfRectifying, check_release_window
 from .selection import ChannelRatio, MacsTarget, make_importance, scores, select

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..engine import evaluate
-from ..metrics import example_input, latency_ms, macs_params
+from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.engine import evaluate
+from ..training.metrics import example_input, latency_ms, macs_params
 
 
 def _out_handler(module: nn.Module):
@@ -76,8 +76,8 @@ def removal_check(dense: nn.Module, model: nn.Module, pruner, test_loader,
 
     Returns the largest change of the logits on the first test batch (eval mode; zero up to
     rounding for groups marked ``exact``), top-1 on the test set before and after, and the MACs
-    and CPU/GPU latency (:func:`dpm_lab.metrics.latency_ms` at ``batch_size``) of the ``dense``
-    model and the pruned one, with their ratios.
+    and CPU/GPU latency (:func:`dpm_lab.training.metrics.latency_ms` at ``batch_size``) of the
+    ``dense`` model and the pruned one, with their ratios.
     """
     x = next(iter(test_loader))[0].to(next(model.parameters()).device)
     model.eval()
@@ -97,7 +97,7 @@ def removal_check(dense: nn.Module, model: nn.Module, pruner, test_loader,
 
 def save_pruned(path, model: nn.Module, history, **meta) -> None:
     """Save a (possibly pruned) model as pruning history + state_dict + metadata (plain values:
-    see :mod:`dpm_lab.checkpoint`), atomically."""
+    see :mod:`dpm_lab.training.checkpoint`), atomically."""
     save_checkpoint({"history": _plain_history(history), "state_dict": model.state_dict(), **meta},
                     path)
 

@@ -188,7 +188,7 @@ GRANULARITIES = ("channel", "head")
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
     """``{qkv layer: number of heads}`` of every attention module written the timm way (a
     ``qkv`` ``nn.Linear`` child and a ``num_heads`` attribute), as Torch-Pruning's ``num_heads``
-    argument takes it; :class:`dpm_lab.models.attention.QKVAttention` is one."""
+    argument takes it; :class:`dpm_lab.training.models.attention.QKVAttention` is one."""
     return {m.qkv: int(m.num_heads) for m in model.modules()
             if isinstance(getattr(m, "qkv", None), nn.Linear) and hasattr(m, "num_heads")}
 
@@ -220,7 +220,7 @@ class ChannelGroups:
     that attention, one structure per head, as Torch-Pruning's ``prune_num_heads`` does.
     ``num_heads``: ``{qkv layer: heads}``, Torch-Pruning's argument of that name (default:
     :func:`attention_heads`). ``nn.MultiheadAttention`` has no removable heads; convert it with
-    :func:`dpm_lab.models.attention.split_attention` first.
+    :func:`dpm_lab.training.models.attention.split_attention` first.
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, ignored_layers=None,
@@ -233,7 +233,7 @@ class ChannelGroups:
             raise ValueError(
                 "granularity='head' found no attention with a separate qkv projection in this "
                 "model; nn.MultiheadAttention cannot lose a head (its inner width is embed_dim): "
-                "convert it with dpm_lab.models.attention.split_attention(model), or pass "
+                "convert it with dpm_lab.training.models.attention.split_attention(model), or pass "
                 "num_heads={qkv_layer: heads}")
         self.model, self.consumers, self.granularity = model, consumers, granularity
         self.names = {m: n for n, m in model.named_modules()}
@@ -400,7 +400,8 @@ class ChannelGroups:
     # ---- host-side helpers used at selection time ----
 
     def importance(self, importance) -> torch.Tensor:
-        """Scores of all structures (``[S]``) from a Torch-Pruning importance object, group by group.
+        """Scores of all structures (``[S]``) from a Torch-Pruning importance object, group by
+        group.
         Higher = more important. Gradient-based importances need ``.grad`` populated first."""
         scores = []
         for g, meta in zip(self.groups_tp, self.groups):

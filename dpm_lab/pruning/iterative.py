@@ -26,7 +26,7 @@ After each removal the optimiser is rebuilt for the new parameters (Torch-Prunin
 is cut with the same channels as the weights, on a copy of the model holding the buffers in
 place of the weights. So training goes on as if the removed channels had been masked to zero,
 which is what masked gradual pruning (NNI's AGP, SparseML's GMP) does. The learning-rate schedule
-continues from the same step (:meth:`~dpm_lab.engine.TrainState.replace_optimizer`).
+continues from the same step (:meth:`~dpm_lab.training.engine.TrainState.replace_optimizer`).
 
 The hook's state is the Torch-Pruning history of every removal so far; a resumed run replays it
 on the dense model before the checkpoint's weights load (``on_resume``), so a run interrupted
@@ -42,8 +42,8 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning.pruner.algorithms.scheduler import linear_scheduler
 
-from ..engine import Hook, TrainState, place_model
-from ..metrics import example_input, macs_params
+from ..training.engine import Hook, TrainState, place_model
+from ..training.metrics import example_input, macs_params
 from .finalize import _plain_history, remove_channels
 from .groups import ChannelGroups
 from .selection import ChannelRatio, MacsTarget, make_importance, scores, select
@@ -62,8 +62,8 @@ SCHEDULES = {"linear": linear_scheduler, "agp": agp_scheduler}
 
 def iterative_rounds(k: int, last: int) -> list[int]:
     """The optimiser steps of ``k`` removal rounds spread evenly from step 0 to step ``last``
-    (DPM's last selection round: :func:`dpm_lab.methods.selection_rounds`). With k equal to the
-    number of DPM's rounds they are DPM's rounds."""
+    (DPM's last selection round: :func:`dpm_lab.experiments.method.selection_rounds`). With k equal
+    to the number of DPM's rounds they are DPM's rounds."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"iterative_steps (k) must be an integer >= 1, got {k!r}")
     if k == 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import Hook, TrainState
+from ..training.engine import Hook, TrainState
 from .decay import FREE, RELEASED, SmoothPruning
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch_pruning as tp
 
-from .. import distributed
+from ..training import distributed
 from .finalize import effective_macs_params
 from .groups import ChannelGroups
 

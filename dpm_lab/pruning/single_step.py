@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..metrics import example_input, macs_params
+from ..training.metrics import example_input, macs_params
 from .finalize import remove_channels
 from .groups import ChannelGroups
 from .selection import scores, select

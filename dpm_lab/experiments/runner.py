@@ -1,0 +1,294 @@
+"""Pipelines: dense training, then one pruning run, each named by its complete configuration.
+
+A run is asked for as a :class:`~dpm_lab.experiments.runspec.RunSpec` and resolved into the
+configuration it will use (:func:`~dpm_lab.experiments.runspec.resolve`). Its record and checkpoints
+are named by the hash of that configuration, so a finished run is reused only when every option
+matches, and a run with any option changed trains afresh.
+
+Fairness by construction: every method of a (profile, model, data split, seed) starts from the
+*same* dense checkpoint (trained once, keyed by the dense recipe alone, then reused) and trains
+for the *same* number of epochs; records keep the final-epoch accuracy with the best epoch
+beside it, and the validation accuracy when a split was held out.
+
+Interrupted runs lose nothing: each phase checkpoints every epoch and resumes (only into the
+identical configuration); a finished phase is found by its record and reused.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tqdm import tqdm
+
+from ..errors import DpmLabError
+from ..hosts import entry
+from ..pruning import save_pruned
+from ..training import distributed
+from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
+from ..training.data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
+                             split_validation)
+from ..training.engine import default_device, fit
+from ..training.metrics import conv_widths, macs_params
+from ..training.models import get_model, input_size, pretrained_model
+from ..training.paths import (results_dir as default_results_dir, runs_dir as default_runs_dir,
+                              to_home)
+from .identity import config_hash, dense_config
+from .method import Context
+from .profiles import Profile, get_profile
+from .results import make_record, read_finished, write_record
+from .runspec import RunSpec, resolve
+
+__all__ = ["Loaders", "loaders", "train_dense", "run_paths", "run", "sweep", "submit"]
+
+
+class Loaders(NamedTuple):
+    train: TensorLoader
+    test: TensorLoader
+    val: TensorLoader | None
+    num_classes: int
+
+
+def loaders(profile: Profile, seed: int, device, data_root=None) -> Loaders:
+    """Train, test and (when ``profile.val_fraction > 0``) validation loaders, data on ``device``.
+    The validation images are held out of the training split (``data.split_validation``).
+    ``imagenet`` streams from its folders through DataLoaders (``data.imagefolder_loaders``)."""
+    if profile.dataset == "imagenet":
+        if profile.val_fraction:
+            raise ValueError("a validation split held out of ImageNet's training folders is not "
+                             f"supported (val_fraction {profile.val_fraction}); use 0")
+        train, test = imagefolder_loaders(imagenet_root(data_root), profile.batch_size,
+                                          workers=min(8, os.cpu_count() or 1), seed=seed,
+                                          image_size=input_size(profile.model)[-1])
+        return Loaders(train, test, None, len(train.dataset.classes))
+    train, test = load_dataset(profile.dataset, root=data_root, seed=seed)
+    train, val = split_validation(train.subset(profile.n_train), profile.val_fraction,
+                                  profile.val_seed)
+    test = test.subset(profile.n_test)
+    return Loaders(TensorLoader(train, profile.batch_size, train=True, device=device, seed=seed),
+                   TensorLoader(test, 512, train=False, device=device),
+                   None if val is None else TensorLoader(val, 512, train=False, device=device),
+                   train.num_classes)
+
+
+def _dirs(results_dir, runs_dir) -> tuple[Path, Path]:
+    return Path(results_dir or default_results_dir()), Path(runs_dir or default_runs_dir())
+
+
+def train_dense(profile: Profile | str | None = None, seed: int = 0, *, results_dir=None,
+                runs_dir=None, device=None, data_root=None, progress=None):
+    """Train (or reuse) the dense model of ``profile`` and ``seed``; return ``(model, record)``.
+
+    Its identity is the dense recipe, model and data split alone, so every pruning run of the
+    same profile and seed starts from this one checkpoint whatever its own options.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    results, runs = _dirs(results_dir, runs_dir)
+    device = torch.device(device) if device else default_device()
+    config = dense_config(profile, seed)
+    name = f"{profile.model}_{profile.dataset}_s{seed}_{config_hash(config)}"
+    run, record_path = runs / profile.name / "dense" / name, results / profile.name / "dense" / f"{name}.json"
+    data = loaders(profile, seed, device, data_root)
+    torch.manual_seed(seed)
+    model = get_model(profile.model, data.num_classes)
+    with shared_phase(record_path):  # one process trains it; the others wait, then reuse it
+        finished = read_finished(record_path, config)
+        if finished is not None and (run / "model.pt").exists():
+            model.load_state_dict(load_checkpoint(run / "model.pt"))
+            return model.to(device), finished
+        return _train_dense(model, profile, seed, config, data, run, record_path, device,
+                            progress)
+
+
+def _train_dense(model, profile, seed, config, data, run, record_path, device, progress):
+    t0 = time.time()
+    history = fit(model, data.train, data.test, profile.dense, checkpoint=run / "train.ckpt",
+                  resume=True, device=device, seed=seed, progress=progress, desc="dense",
+                  val_loader=data.val)
+    save_checkpoint(model.state_dict(), run / "model.pt")
+    macs, params = macs_params(model, input_size(profile.model))
+    record = make_record("dense", config=config, profile=profile.name, seed=seed,
+                         dataset=profile.dataset, model=profile.model, history=history, macs=macs,
+                         params=params, wall_time_s=time.time() - t0, device=str(device),
+                         checkpoint=to_home(run / "model.pt"))
+    write_record(record, record_path)
+    return model, record
+
+
+def run_paths(spec: RunSpec | object, results_dir=None, runs_dir=None) -> tuple[Path, Path]:
+    """``(record path, checkpoint folder)`` of a run (a spec or an already resolved run)."""
+    res = resolve(spec) if isinstance(spec, RunSpec) else spec
+    results, runs = _dirs(results_dir, runs_dir)
+    c = res.config
+    name = f"{c['model']}_{c['data']['dataset']}_{c['host']}_{c['method']}_s{c['seed']}_{res.run_id}"
+    return (results / res.profile.name / c["host"] / f"{name}.json",
+            runs / res.profile.name / c["host"] / name)
+
+
+def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_root=None,
+        progress=None) -> dict:
+    """Run ``spec`` and return its record; a run with exactly this configuration that finished
+    before is read back instead.
+
+    Every method goes the same way (:mod:`dpm_lab.experiments.method`): start model (the dense
+    checkpoint, reused) → the method's ``prepare`` → ``fit`` with its hooks and optimiser → its
+    ``finalize`` → one record.
+    """
+    res = resolve(spec)
+    record_path, run_dir = run_paths(res, results_dir, runs_dir)
+    finished = read_finished(record_path, res.config)
+    if finished is not None:
+        return finished
+    device = torch.device(device) if device else default_device()
+    c, profile = res.config, res.profile
+    seed, size = c["seed"], input_size(profile.model)
+    t0 = time.time()
+    data = loaders(profile, seed, device, data_root)
+    ctx = Context(res, data, size, device, run_dir, _dirs(results_dir, runs_dir)[1], progress)
+    method = entry(c["host"], c["method"]).methods[c["method"]](ctx)
+    model, dense = _start_model(method.start, profile, seed, data, results_dir=results_dir,
+                                runs_dir=runs_dir, device=device, data_root=data_root,
+                                progress=progress)
+    model.to(device)
+    dense_macs, dense_params = macs_params(model, size)
+    dense_widths = conv_widths(model)
+    method.prepare(model)
+    history = fit(model, data.train, data.test, res.train, method.hooks(),
+                  checkpoint=run_dir / method.checkpoint, resume=True, device=device, seed=seed,
+                  progress=progress, desc=method.desc, optimizer_factory=method.optimizer(),
+                  val_loader=data.val)
+    model, extra = method.finalize(model, history)
+    macs, params = macs_params(model, size)
+    save_pruned(run_dir / "model.pt", model, extra.pop("history_tp"), model_name=profile.model)
+    record = make_record(
+        "prune", config=c, profile=profile.name, seed=seed, dataset=profile.dataset,
+        model=profile.model, history=history, macs=macs, params=params,
+        wall_time_s=time.time() - t0, host=c["host"], method=c["method"],
+        dense_macs=dense_macs, dense_params=dense_params, dense_top1=dense.get("final_top1"),
+        dense_run_id=dense.get("run_id"), macs_ratio=macs / dense_macs,
+        params_ratio=params / dense_params, dense_widths=dense_widths, widths=conv_widths(model),
+        device=str(device),
+        checkpoint=to_home(run_dir / "model.pt"), **extra)
+    write_record(record, record_path)
+    return record
+
+
+def _start_model(start: str, profile: Profile, seed: int, data: Loaders, **dense_kw):
+    """The model a run starts from and its reference record: the profile's dense checkpoint
+    (``"dense"``), a fresh model (``"scratch"``: OTOv2 from scratch; the reference is the initial
+    model) or torchvision's pretrained weights (``"torchvision"``: the ImageNet row)."""
+    if start == "dense":
+        return train_dense(profile, seed, **dense_kw)
+    if start == "torchvision":
+        if data.num_classes != 1000:
+            raise ValueError(f"torchvision's pretrained {profile.model} has 1000 classes, the data "
+                             f"{data.num_classes}")
+        return pretrained_model(profile.model), {}
+    if start == "scratch":
+        torch.manual_seed(seed)
+        return get_model(profile.model, data.num_classes), {}
+    raise ValueError(f"unknown start {start!r}; allowed: dense, scratch, torchvision")
+
+
+def sweep(specs, *, progress=None, workers: int = 1, **kwargs) -> list[dict]:
+    """Run every spec (e.g. from :func:`dpm_lab.experiments.runspec.grid`), skipping finished ones,
+    with a progress bar over runs; return their records. Every spec is resolved first, so a bad one
+    fails before any training.
+
+    ``workers`` > 1 runs that many processes at once (each with its share of the CPU threads),
+    which claim grid points through the file system (:mod:`dpm_lab.training.claims`); shared phases
+    (a dense model, a DepGraph sparse-learning run) are trained by one and reused by the others.
+    Killed at any moment, a rerun finishes the grid with one record per point: records and
+    checkpoints are written atomically, a dead process's claims and temporary files are taken
+    over, and interrupted runs resume from their last epoch.
+    """
+    specs = list(specs)
+    for s in specs:
+        resolve(s)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers > 1 and distributed.world_size() > 1:
+        raise ValueError(f"--workers {workers} under torchrun: the processes are already the "
+                         "DDP ranks of each run; use one or the other")
+    for folder in _dirs(kwargs.get("results_dir"), kwargs.get("runs_dir")):
+        if folder.exists() and distributed.is_main():
+            remove_stale_temporaries(folder)
+    disable = (None if progress is None else not progress) if distributed.is_main() else True
+    if workers == 1:
+        _work(specs, progress, kwargs, bar=disable is not True)
+    else:
+        threads = max(1, torch.get_num_threads() // workers)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_work, args=(specs, False, kwargs, False, threads))
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        paths = [run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]
+                 for s in specs]
+        with tqdm(total=len(specs), desc=f"runs ({workers} workers)", disable=disable) as bar:
+            while any(p.is_alive() for p in procs):
+                bar.update(sum(p.exists() for p in paths) - bar.n)
+                time.sleep(1)
+            bar.update(sum(p.exists() for p in paths) - bar.n)
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise DpmLabError(f"{len(failed)} of {workers} sweep workers failed (exit codes "
+                              f"{failed}); run the sweep again to finish the grid")
+    return [run(s, progress=False, **kwargs) for s in specs]  # every one finished: read back
+
+
+def _work(specs, progress, kwargs, bar: bool, threads: int | None = None) -> None:
+    """One sweep process: run every spec whose claim it gets; leave those a live process holds
+    and come back to them until each has a record."""
+    if threads:
+        torch.set_num_threads(threads)
+    if distributed.world_size() > 1:  # DDP: every rank runs every spec together, no claims
+        for s in tqdm(specs, desc="runs", disable=not bar):
+            run(s, progress=progress, **kwargs)
+        return
+    record = {id(s): run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]
+              for s in specs}
+    pending = list(specs)
+    with tqdm(total=len(specs), desc="runs", disable=not bar) as t:
+        while pending:
+            held = []
+            for s in pending:
+                if not try_claim(record[id(s)]):
+                    held.append(s)
+                    continue
+                try:
+                    run(s, progress=progress, **kwargs)
+                finally:
+                    release(record[id(s)])
+                t.update()
+            pending = [s for s in held if not record[id(s)].exists()]
+            t.update(len(held) - len(pending))
+            if pending:
+                time.sleep(1)
+
+
+def submit(specs, executor, **kwargs) -> list:
+    """Submit every spec that has no record yet as one job of a submitit ``executor``
+    (``submitit.AutoExecutor`` for SLURM; ``submitit.LocalExecutor`` runs them as local
+    processes), in one array; returns the jobs (``job.result()`` is the record). Each job runs
+    under the grid point's claim (:mod:`dpm_lab.training.claims`), so a point submitted twice runs
+    once and the second job reads its record back; shared phases are trained once."""
+    specs = list(specs)
+    for s in specs:
+        resolve(s)
+    todo = [s for s in specs
+            if not run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0].exists()]
+    if not todo:
+        return []
+    with executor.batch():
+        jobs = [executor.submit(_claimed_run, s, kwargs) for s in todo]
+    return jobs
+
+
+def _claimed_run(spec: RunSpec, kwargs: dict) -> dict:
+    with exclusive(run_paths(spec, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]):
+        return run(spec, progress=False, **kwargs)

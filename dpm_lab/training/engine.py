@@ -1,0 +1,308 @@
+"""The training engine: ``fit`` and ``evaluate``, with hooks, checkpoints and exact resume.
+
+The engine knows nothing about pruning. Pruning methods are :class:`Hook` objects called at fixed
+points of every iteration::
+
+    zero_grad -> forward -> backward -> hook.before_step -> optimizer.step -> scheduler.step
+              -> hook.after_step
+
+``before_step`` sees the gradients (regularisers edit them there); ``after_step`` sees the
+weights the optimiser just produced, with the gradients still in place (Smooth Pruning rescales
+there and Self-Rectifying reads the gradients there).
+
+A hook may replace the model's parameters (iterative pruning removes channels physically between
+steps): it then hands the engine an optimiser for the new ones with
+:meth:`TrainState.replace_optimizer`, and the learning-rate schedule goes on from the same step.
+
+The learning-rate schedule is stepped per iteration, and each epoch's batches come from a
+generator seeded by ``(seed, epoch)``. A checkpoint written after every epoch holds the model,
+optimiser, scheduler, RNG and hook states, so a run interrupted at any epoch boundary resumes to
+the same final weights as an uninterrupted one (tested). Checkpoints hold tensors and plain data
+only and are read without unpickling code (see :mod:`dpm_lab.training.checkpoint`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+
+class Hook:
+    """Base class of everything the engine calls during training. Override what you need.
+
+    ``state.step`` counts optimiser steps already completed before the current one: inside
+    ``before_step`` and ``after_step`` it is the 0-based index of the step being taken (the
+    engine increments it after ``after_step``). ``state_dict``/``load_state_dict`` let a hook
+    survive an interrupted run. ``on_resume`` runs when a run resumes, after every hook's
+    ``load_state_dict`` and before the checkpoint's weights, optimiser and schedule load: a hook
+    that changed the model's structure rebuilds it there (and the optimiser, with
+    ``state.replace_optimizer(state.build_optimizer())``), so that they fit the saved tensors.
+    """
+
+    def on_fit_start(self, state: "TrainState") -> None: ...
+    def on_resume(self, state: "TrainState") -> None: ...
+    def before_step(self, state: "TrainState") -> None: ...
+    def after_step(self, state: "TrainState") -> None: ...
+    def on_epoch_end(self, state: "TrainState") -> None: ...
+    def state_dict(self) -> dict: return {}
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainState:
+    """What hooks can see: the live objects and the counters (``step`` counts optimiser steps).
+    ``optimizer_factory(model, config)`` built ``optimizer`` (default :func:`make_optimizer`)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    config: TrainConfig
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    optimizer_factory: Callable | None = field(default=None, repr=False)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimiser, as the run built its first, for the model's current parameters."""
+        return (self.optimizer_factory or make_optimizer)(self.model, self.config)
+
+    def replace_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Train on with ``optimizer``, built for parameters a hook replaced (Torch-Pruning
+        replaces the ``Parameter`` objects of every layer it cuts, so the old optimiser would
+        update tensors the model no longer holds). Its parameter groups take the old ones'
+        hyperparameters, the learning rate the schedule set included, and a new schedule of the
+        same factors continues from the same step. What the optimiser's per-parameter state
+        holds (momentum) is the caller's choice: fresh, or carried over before calling this."""
+        old = self.optimizer
+        if len(optimizer.param_groups) != len(old.param_groups):
+            raise ValueError(f"the new optimiser has {len(optimizer.param_groups)} parameter "
+                             f"groups, the old one {len(old.param_groups)}: they must match")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.scheduler.lr_lambdas)
+        scheduler.load_state_dict(self.scheduler.state_dict())
+        for new, group in zip(optimizer.param_groups, old.param_groups):
+            new.update({k: v for k, v in group.items() if k != "params"})
+        self.optimizer, self.scheduler = optimizer, scheduler
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+class LRFactor:
+    """Learning-rate multiplier at an iteration.
+
+    ``LambdaLR.state_dict`` saves this object's attributes in the checkpoint, which holds plain
+    data only (see :mod:`dpm_lab.training.checkpoint`), so they are the plain values the schedule
+    reads, not the ``TrainConfig``.
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.schedule, self.gamma, self.milestones = cfg.schedule, cfg.gamma, list(cfg.milestones)
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = cfg.epochs * steps_per_epoch
+
+    def __call__(self, it: int) -> float:
+        t = min(it / max(self.total_steps, 1), 1.0)
+        if self.schedule == "constant":
+            return 1.0
+        if self.schedule == "multistep":
+            return self.gamma ** sum(it >= m * self.steps_per_epoch for m in self.milestones)
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if self.schedule == "triangular":  # Gate Decorator's: lr/10 up to lr at mid-run, back down
+            return 0.1 + 0.9 * (1 - abs(2 * t - 1))
+        # one-cycle: linear warm-up over the first 30 % from lr/25, cosine down to lr/1e4.
+        if t < 0.3:
+            return 0.04 + 0.96 * t / 0.3
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device=None) -> float:
+    """Top-1 accuracy in percent on ``loader`` (eval mode; one host sync at the end). Under DDP
+    each rank evaluates its shard and the counts are summed, so every rank returns the accuracy
+    over the whole split (every rank must call it)."""
+    device = torch.device(device) if device else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(2, device=device, dtype=torch.int64)  # correct, seen
+    with _autocast(device):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            counts[0] += (model(_layout(x, device)).argmax(1) == y).sum()
+            counts[1] += len(y)
+    model.train(was_training)
+    correct, seen = distributed.all_sum(counts).tolist()
+    return 100.0 * correct / max(seen, 1)
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA only: CPU bf16 convolutions are slower than fp32 on most machines.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def place_model(model: nn.Module, device) -> nn.Module:
+    """Move ``model`` to ``device`` in the memory format the engine trains in (channels_last)."""
+    return model.to(torch.device(device), memory_format=torch.channels_last)
+
+
+def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # channels_last everywhere: on CUDA for tensor cores; on CPU it was measured ~45 % faster for
+    # ResNet-20 training (2 cores, torch 2.14: 920-960 vs 634-668 img/s at batch 128).
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(), *,
+        checkpoint: str | os.PathLike | None = None, resume: bool = False, device=None,
+        seed: int = 0, progress: bool | None = None, desc: str = "train",
+        optimizer_factory=None, val_loader=None) -> list[dict]:
+    """Train ``model`` for ``cfg.epochs`` and return the per-epoch history.
+
+    ``checkpoint``: a file rewritten (atomically) after every epoch. ``resume=True`` continues
+    from it when it exists. ``progress=None`` shows a tqdm bar only on a terminal and one line per
+    epoch everywhere; ``progress=False`` is silent.
+    The model runs in channels_last (faster on CUDA and, measured, on CPU); on CUDA also with bf16
+    autocast (CPU stays fp32).
+    ``optimizer_factory(model, cfg) -> Optimizer`` replaces the default SGD (a host's own
+    optimiser, e.g. OTOv2's DHSPG); it is called after the model is on ``device``.
+    ``val_loader``: a held-out validation split, evaluated after every epoch into ``val_acc``
+    (the number to choose hyperparameters on; ``test_acc`` is reported, never tuned on).
+
+    Launched by ``torchrun`` (see :mod:`dpm_lab.training.distributed`), the forward pass runs
+    through DistributedDataParallel, the loaders give each rank its shard of the global batch, hooks
+    see the plain model (whose gradients DDP has already averaged), the history sums over ranks and
+    only rank 0 writes the checkpoint and prints.
+    """
+    device = torch.device(device) if device else default_device()
+    place_model(model, device)
+    torch.manual_seed(seed)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batch (dataset smaller than one batch?)")
+    factory = optimizer_factory or make_optimizer
+    optimizer = factory(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg, steps_per_epoch))
+    state = TrainState(model, optimizer, scheduler, cfg, steps_per_epoch,
+                       optimizer_factory=factory)
+    main = distributed.is_main()
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    if resume and checkpoint and Path(checkpoint).exists():
+        _load_train_state(checkpoint, state, hooks)
+    else:
+        for h in hooks:
+            h.on_fit_start(state)
+    # the forward pass (DDP under torchrun); hooks and checkpoints use ``model``. Wrapped again
+    # whenever a hook replaced the optimiser, i.e. the parameters
+    net, wrapped_for = distributed.wrap(model), state.optimizer
+
+    model.train()
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch = epoch
+        for epochs in (train_loader, getattr(train_loader, "sampler", None)):
+            if hasattr(epochs, "set_epoch"):  # TensorLoader, or a DataLoader's DistributedSampler
+                epochs.set_epoch(epoch)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}",
+                   disable=(None if progress is None else not progress) if main else True,
+                   leave=False)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            state.optimizer.zero_grad(set_to_none=True)
+            with _autocast(device):
+                out = net(_layout(x, device))
+                loss = criterion(out, y)
+            loss.backward()
+            for h in hooks:
+                h.before_step(state)
+            state.optimizer.step()
+            state.scheduler.step()
+            for h in hooks:
+                h.after_step(state)
+            if state.optimizer is not wrapped_for:
+                net, wrapped_for = distributed.wrap(model), state.optimizer
+            state.step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+        train_time = time.perf_counter() - t0
+        test_acc = evaluate(model, test_loader, device)
+        totals = torch.stack([loss_sum.double(), correct.double(),
+                              torch.tensor(float(seen), device=device, dtype=torch.float64)])
+        loss_sum, correct, seen = distributed.all_sum(totals).tolist()  # over ranks
+        state.history.append({
+            "epoch": epoch + 1, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
+            "test_acc": test_acc, "epoch_time_s": train_time,
+            "images_per_s": seen / train_time,
+        })
+        if val_loader is not None:
+            state.history[-1]["val_acc"] = evaluate(model, val_loader, device)
+        if progress is not False and main:
+            tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {state.history[-1]['train_loss']:.3f}"
+                       f" test top-1 {test_acc:.2f}%")
+        state.epoch = epoch + 1
+        for h in hooks:  # before the checkpoint, so what a hook adds to the history is kept
+            h.on_epoch_end(state)
+        if checkpoint:
+            _save_train_state(checkpoint, state, hooks)
+    return state.history
+
+
+def _save_train_state(path, state: TrainState, hooks) -> None:
+    save_checkpoint({
+        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(), "epoch": state.epoch, "step": state.step,
+        "history": state.history, "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "hooks": [h.state_dict() for h in hooks],
+    }, path)
+
+
+def _load_train_state(path, state: TrainState, hooks) -> None:
+    ck = load_checkpoint(path)
+    # hooks added after the checkpoint was written may start fresh if they say their state is
+    # optional (a recording hook such as pruning.NormSample); any other mismatch is refused
+    extra = hooks[len(ck["hooks"]):]
+    if len(ck["hooks"]) > len(hooks) or not all(getattr(h, "optional_state", False)
+                                                for h in extra):
+        raise ValueError(f"checkpoint {path} was written with {len(ck['hooks'])} hooks, "
+                         f"this run has {len(hooks)}")
+    # hooks first: one that changed the model's structure rebuilds it (on_resume) before the
+    # weights load; the RNG last, since rebuilding may draw from it (tracing inputs)
+    for h, s in zip(hooks, ck["hooks"]):
+        h.load_state_dict(s)
+    state.epoch, state.step, state.history = ck["epoch"], ck["step"], ck["history"]
+    for h in hooks:
+        h.on_resume(state)
+    state.model.load_state_dict(ck["model"])
+    state.optimizer.load_state_dict(ck["optimizer"])
+    state.scheduler.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng_cpu"])
+    if ck["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ck["rng_cuda"])
