@@ -16,9 +16,9 @@ What is measured
     Self-Rectifying runs on every step. No selection round happens inside the timed steps.
 
     Each timed iteration runs (a) then (b) on the gradients (a) left, as ``fit`` does, timing the
-    two separately; ``--warmup`` untimed iterations come first. On CUDA the step runs with fit's
-    bf16 autocast and channels_last, and the device is synchronised around every timing (so
-    launch-bound hook work is counted in full).
+    two separately; ``--warmup`` untimed iterations come first. On CUDA the step runs with bf16
+    autocast (fit's ``precision="bf16"``) and channels_last, and the device is synchronised
+    around every timing (so launch-bound hook work is counted in full).
 
 How to read the result
     ``overhead`` = median after_step time / median plain step time. The goal is at most 5 %.
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
 
     def plain_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with _autocast(device, "bf16" if device.type == "cuda" else "fp32"):
             loss = criterion(model(_layout(x, device)), y)
         loss.backward()
         optimizer.step()

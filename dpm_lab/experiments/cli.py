@@ -272,7 +272,8 @@ def _dispatch(args) -> int:
     if args.command == "train":
         profile = get_profile(args.profile)
         changes = {k: v for k, v in (("model", args.model), ("dataset", args.dataset),
-                                     ("val_fraction", args.val_fraction)) if v is not None}
+                                     ("val_fraction", args.val_fraction),
+                                     ("precision", args.precision)) if v is not None}
         dense = profile.dense if args.epochs is None else profile.dense.with_epochs(args.epochs)
         recipe = {k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None}
         changes["dense"] = replace(dense, **recipe)

@@ -29,11 +29,17 @@ def data_config(profile: Profile) -> dict:
     return config
 
 
+def precision_config(profile: Profile) -> dict:
+    """The precision part of an identity: ``{"precision": "bf16"}``, and nothing for ``fp32``,
+    the arithmetic every run had before the option existed, so their identities stand."""
+    return {} if profile.precision == "fp32" else {"precision": profile.precision}
+
+
 def dense_config(profile: Profile, seed: int) -> dict:
     """The identity of the dense checkpoint every method of a comparison starts from."""
     return {"version": __version__, "training_path": TRAINING_PATH_VERSION, "kind": "dense",
             "seed": seed, "model": profile.model, "data": data_config(profile),
-            "train": asdict(profile.dense)}
+            "train": asdict(profile.dense), **precision_config(profile)}
 
 
 def config_hash(config: dict) -> str:

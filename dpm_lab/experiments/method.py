@@ -39,6 +39,12 @@ class Context:
         return self.res.config["seed"]
 
     @property
+    def precision(self) -> str:
+        """What every training phase of the run computes in (``fit``'s ``precision``): a
+        method's own phases (sparse learning, TPP's regularisation, Tick-Tock) pass it on."""
+        return self.res.profile.precision
+
+    @property
     def total_steps(self) -> int:
         """Optimiser steps of the run's training phase."""
         return self.res.train.epochs * len(self.data.train)

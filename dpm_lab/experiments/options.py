@@ -11,7 +11,7 @@ from ..hosts import HOSTS, METHODS, REGISTRY
 from ..pruning import CRITERIA
 from ..pruning.iterative import SCHEDULES as PRUNE_SCHEDULES
 from ..pruning.rectify import RATE_REFERENCES, RULES
-from ..training.config import SCHEDULES
+from ..training.config import PRECISIONS, SCHEDULES
 from ..training.data import DATASET_NAMES
 from ..training.models import MODEL_NAMES
 from .host import RECIPE_FIELDS
@@ -19,7 +19,8 @@ from .option_types import (fraction, integer, number, on_off, open_fraction, pos
                            val_fraction)
 from .runspec import SR_DEFAULTS
 
-TRAIN_FIELDS = ("seed", "model", "dataset", "epochs", "val_fraction") + RECIPE_FIELDS
+TRAIN_FIELDS = ("seed", "model", "dataset", "epochs", "val_fraction",
+                "precision") + RECIPE_FIELDS
 ALL_METHODS = tuple(dict.fromkeys(m for ms in METHODS.values() for m in ms))
 
 # (flags, RunSpec field, argparse keywords). Defaults are None: the profile's or recipe's value.
@@ -57,6 +58,11 @@ RUN_OPTIONS = [
      dict(type=number(float, lambda v: v > 0, "a number > 0"),
           help="learning rate of the dense run the pruning starts from (default: the "
                "profile's)")),
+    (("--precision",), "precision",
+     dict(choices=PRECISIONS, help="arithmetic of every training phase, the dense run's "
+                                   "included: fp32 (default) or bf16 (forward pass and loss "
+                                   "under bfloat16 autocast; parameters stay float32; "
+                                   "evaluation in fp32)")),
     (("--target-macs", "--targets"), "target_macs",
      dict(type=fraction, help="core, gatedecorator: fraction of dense MACs to keep (default "
                               "0.5; gatedecorator: the recipe's)")),
@@ -109,7 +115,7 @@ OPTION_GROUPS = {
     "common options": ("where runs go, the method, the model and data, the training recipe",
                        ("host", "method", "seed", "model", "dataset", "epochs", "lr", "schedule",
                         "nesterov", "label_smoothing", "weight_decay", "val_fraction",
-                        "dense_epochs", "dense_lr")),
+                        "dense_epochs", "dense_lr", "precision")),
     "core (--host core)": ("DPM's own selection, and SP's and DPM's schedule (also --host "
                            "depgraph)",
                            ("target_macs", "channel_ratio", "layer_ratio", "criterion",

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 
 from ..pruning.rectify import OPTIONS as SR_OPTION_NAMES
-from ..training.config import TrainConfig, require
+from ..training.config import PRECISIONS, TrainConfig, require
 
 PROFILE_NAMES = ("smoke", "mini", "full", "paper")
 
@@ -23,8 +23,12 @@ class Profile:
     """Everything a profile decides. ``decay_steps`` is DPM's N in optimiser steps.
 
     ``val_fraction`` holds out a seeded, class-stratified part of the training split for
-    validation (``val_seed`` picks it); 0 trains on the whole split. Every field is part of a
-    run's identity (see ``dpm_lab.experiments.runner``).
+    validation (``val_seed`` picks it); 0 trains on the whole split. ``precision``: what every
+    training phase of the profile's runs computes in, ``fp32`` or ``bf16`` (autocast; see
+    ``dpm_lab.training.engine.fit``), so that a profile can default to the faster path once
+    its accuracy is checked. Every field is part of a run's identity (see
+    ``dpm_lab.experiments.runner``; ``precision`` only where it is not ``fp32``, so the
+    identities of before it existed stand).
     """
 
     name: str
@@ -45,6 +49,7 @@ class Profile:
     # validation split, provisional). The names are checked here (a typo would
     # otherwise do nothing), the values where a run is resolved
     self_rectifying: dict = field(default_factory=dict)
+    precision: str = "fp32"
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
@@ -58,6 +63,8 @@ class Profile:
                                 f" in self_rectifying; choose from: {', '.join(SR_OPTION_NAMES)}")
         require(0 <= self.val_fraction < 1,
                f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        require(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one "
+                                              f"of: {', '.join(PRECISIONS)}")
 
     def with_(self, **changes) -> "Profile":
         """A copy with some fields changed (validated again)."""

@@ -108,13 +108,13 @@ def _train_dense(model, profile, seed, config, data, run, record_path, device, p
     t0 = time.time()
     history = fit(model, data.train, data.test, profile.dense, checkpoint=run / "train.ckpt",
                   resume=True, device=device, seed=seed, progress=progress, desc="dense",
-                  val_loader=data.val)
+                  val_loader=data.val, precision=profile.precision)
     save_checkpoint(model.state_dict(), run / "model.pt")
     macs, params = macs_params(model, input_size(profile.model))
     record = make_record("dense", config=config, profile=profile.name, seed=seed,
                          dataset=profile.dataset, model=profile.model, history=history, macs=macs,
                          params=params, wall_time_s=time.time() - t0, device=str(device),
-                         checkpoint=to_home(run / "model.pt"))
+                         precision=profile.precision, checkpoint=to_home(run / "model.pt"))
     write_record(record, record_path)
     return model, record
 
@@ -164,7 +164,7 @@ def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_roo
     history = fit(model, data.train, data.test, res.train, method.hooks(),
                   checkpoint=run_dir / method.checkpoint, resume=True, device=device, seed=seed,
                   progress=progress, desc=method.desc, optimizer_factory=method.optimizer(),
-                  val_loader=data.val)
+                  val_loader=data.val, precision=ctx.precision)
     model, extra = method.finalize(model, history)
     macs, params = macs_params(model, size)
     save_pruned(run_dir / "model.pt", model, extra.pop("history_tp"), model_name=profile.model)
@@ -175,7 +175,7 @@ def run(spec: RunSpec, *, results_dir=None, runs_dir=None, device=None, data_roo
         dense_macs=dense_macs, dense_params=dense_params, dense_top1=dense.get("final_top1"),
         dense_run_id=dense.get("run_id"), macs_ratio=macs / dense_macs,
         params_ratio=params / dense_params, dense_widths=dense_widths, widths=conv_widths(model),
-        device=str(device),
+        device=str(device), precision=ctx.precision,
         checkpoint=to_home(run_dir / "model.pt"), **extra)
     write_record(record, record_path)
     return record

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from .. import TRAINING_PATH_VERSION, __version__
 from ..hosts import HOSTS, METHODS, REGISTRY, entry
 from ..pruning.rectify import RATE_REFERENCES, RULES, check_release_window
-from .identity import config_hash, data_config
+from .identity import config_hash, data_config, precision_config
 from .method import DECAY_METHODS, SR_METHODS
 from .profiles import Profile, get_profile
 
@@ -46,7 +46,8 @@ class RunSpec:
     ``weight_decay`` override the same phase's recipe. ``val_fraction`` holds out that part of
     the training split. ``dense_epochs`` and ``dense_lr`` change the profile's dense recipe (its
     milestones scaled with the epochs), so that a recipe search is an experiment file like any
-    other.
+    other. ``precision`` (``fp32`` or ``bf16``) sets the arithmetic of every phase of the run,
+    the dense run it starts from included (a bf16 run starts from a bf16 dense model).
     """
 
     host: str = "core"
@@ -66,6 +67,8 @@ class RunSpec:
     # another dense checkpoint, trained once and shared like the profile's
     dense_epochs: int | None = None
     dense_lr: float | None = None
+    # the arithmetic of every phase, the dense one included: "fp32" or "bf16" (autocast)
+    precision: str | None = None
     # core selection
     target_macs: float | None = None
     channel_ratio: float | None = None
@@ -164,7 +167,8 @@ def resolve(spec: RunSpec) -> Resolved:
                              f"{spec.host} --method {spec.method}: {refused[name]}")
     profile = spec.profile if isinstance(spec.profile, Profile) else get_profile(spec.profile)
     changes = {k: v for k, v in (("model", spec.model), ("dataset", spec.dataset),
-                                 ("val_fraction", spec.val_fraction)) if v is not None}
+                                 ("val_fraction", spec.val_fraction),
+                                 ("precision", spec.precision)) if v is not None}
     profile = _dense(spec, profile.with_(**changes))
     profile, train, dense, options, recipe = entry(spec.host, spec.method).resolve(spec, profile)
     if spec.method in SR_METHODS:
@@ -172,7 +176,7 @@ def resolve(spec: RunSpec) -> Resolved:
     config = {"version": __version__, "training_path": TRAINING_PATH_VERSION, "kind": "prune",
               "host": spec.host, "method": spec.method, "seed": spec.seed, "model": profile.model,
               "data": data_config(profile), "dense": dense, "train": asdict(train),
-              "options": options}
+              "options": options, **precision_config(profile)}
     return Resolved(spec, profile, config, train, recipe)
 
 
@@ -257,6 +261,7 @@ def describe(config: dict) -> dict:
             "N": o.get("decay_steps"), "epochs": train["epochs"] + regularise, "schedule": train.get("schedule"), "lr": train.get("lr"),
             "nesterov": train.get("nesterov"), "label_smoothing": train.get("label_smoothing"),
             "val_fraction": config["data"]["val_fraction"],
+            "precision": config.get("precision"),  # where not fp32
             # the dense recipe a pruning run starts from (a dense record's own is epochs and lr)
             "dense_epochs": dense.get("epochs"), "dense_lr": dense.get("lr"),
             **{k: sr.get(k) for k in SR_DEFAULTS},

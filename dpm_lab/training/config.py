@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant", "triangular")
+# The arithmetic a run trains in (``engine.fit``'s ``precision``): float32, or the forward pass
+# and loss under bfloat16 autocast. A property of a whole run (its profile or ``--precision``),
+# not of one phase's recipe, so it is not a TrainConfig field: every recipe keeps its identity.
+PRECISIONS = ("fp32", "bf16")
 
 
 def require(ok: bool, message: str) -> None:

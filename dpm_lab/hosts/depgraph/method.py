@@ -73,7 +73,8 @@ class DepGraph(Method):
         history = fit(model, ctx.data.train, ctx.data.test, recipe.sparse_learning,
                       [SparseLearning(pruner)], checkpoint=sl_run / "train.ckpt", resume=True,
                       device=ctx.device, seed=ctx.seed, progress=ctx.progress,
-                      desc="sparse learning", val_loader=ctx.data.val)
+                      desc="sparse learning", val_loader=ctx.data.val,
+                      precision=ctx.precision)
         (sl_run / "history.json").write_text(json.dumps(history))
         save_checkpoint(model.state_dict(), sl_run / "model.pt")
         return history

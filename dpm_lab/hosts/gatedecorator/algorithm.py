@@ -288,15 +288,17 @@ class TickTock:
     MACs reach ``recipe.target_macs``, then ``finish_ticks`` more without pruning; each tick's
     MACs, picks and accuracy go to :attr:`log`. ``checkpoint``: a file rewritten after every
     tick, from which an interrupted run resumes to the same result. ``progress=False``: no
-    line per tick.
+    line per tick. ``precision``: what each tick and tock trains in (``fit``'s).
     """
 
     def __init__(self, model: nn.Module, groups: ChannelGroups, recipe, train_loader,
                  test_loader, input_size, device, seed: int = 0, sp: SmoothPruning | None = None,
-                 checkpoint=None, progress: bool | None = None, max_ticks: int = 10_000):
+                 checkpoint=None, progress: bool | None = None, max_ticks: int = 10_000,
+                 precision: str = "fp32"):
         self.model, self.groups, self.recipe, self.sp = model, groups, recipe, sp
         self.train, self.test, self.size, self.device = train_loader, test_loader, input_size, device
         self.seed, self.checkpoint, self.progress, self.max_ticks = seed, checkpoint, progress, max_ticks
+        self.precision = precision
         self.taylor = GateTaylor(groups)
         self.selector = TaylorSelector(self.taylor, recipe.prune_fraction, recipe.min_keep)
         if sp is not None:
@@ -338,7 +340,7 @@ class TickTock:
         try:
             history = fit(self.model, loader, self.test, cfg, hooks, device=self.device,
                           seed=self.seed * 100_003 + self.step, progress=False, desc=desc,
-                          optimizer_factory=trainable)
+                          optimizer_factory=trainable, precision=self.precision)
         finally:
             for w in convs:
                 w.requires_grad_(True)

@@ -23,7 +23,7 @@ class GateDecorator(Method):
                                      rectifier(self.config, 1000), ctx.size)
         ticktock = TickTock(model, groups, recipe, ctx.data.train, ctx.data.test, ctx.size,
                             ctx.device, ctx.seed, sp, checkpoint=ctx.run_dir / "ticktock.ckpt",
-                            progress=ctx.progress)
+                            progress=ctx.progress, precision=ctx.precision)
         self.extra = {"ticktock": ticktock.run()}
         held = ticktock.held().nonzero().flatten()
         self.extra["selected"] = len(held)

@@ -35,7 +35,8 @@ class TPP(Method):
         self.extra = {"selected": len(self.ids), "tpp_history": fit(
             model, ctx.data.train, ctx.data.test, recipe.regularise, [tpp],
             checkpoint=ctx.run_dir / "regularise.ckpt", resume=True, device=ctx.device,
-            seed=ctx.seed, progress=ctx.progress, desc="tpp regularise", val_loader=ctx.data.val)}
+            seed=ctx.seed, progress=ctx.progress, desc="tpp regularise", val_loader=ctx.data.val,
+            precision=ctx.precision)}
         if dpm:
             N = recipe.decay_steps
             if self.config["options"].get("released") == "replace":
