@@ -44,7 +44,8 @@ def test_widths_and_norm_trajectories_are_drawn_from_the_fields_records_keep(tmp
     from dpm_lab.reporting.paper_figures import norm_trajectories_figure, widths_figure
     from dpm_lab.experiments.results import load_records
 
-    records = load_records(ROOT / "results" / "reference" / "mini" / "core")
+    # the superseded core records predate both fields
+    records = load_records(ROOT / "results" / "reference" / "superseded" / "mini" / "core")
     records = records[records["method"].isin(["sp", "dpm"])].head(4).copy()
     assert widths_figure(records, "core", "mini", tmp_path) is None
     assert norm_trajectories_figure(records, "core", "mini", tmp_path) is None

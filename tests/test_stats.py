@@ -172,16 +172,22 @@ def test_no_core_claim_survives_holm_on_the_committed_records(tmp_path, capsys):
 
     core, = [c for c in report("mini", REFERENCE, tmp_path) if c.name == "core"]
     pairs = core.pairs
-    assert (pairs["m"] == 9).all()
-    sp = pairs[(pairs["comparison"] == "sp - single-step") & (pairs["target"] == "MACs 0.1")]
-    p, adjusted = sp["p"].iloc[0], sp["p_holm"].iloc[0]
-    assert p == pytest.approx(0.0084, abs=5e-5) and adjusted == pytest.approx(0.075, abs=5e-4)
-    assert sp["ci95_low"].iloc[0] > 0 and sp["holm_low"].iloc[0] < 0 < sp["holm_high"].iloc[0]
+    assert (pairs["m"] == 18).all() and len(pairs) == 18  # 6 pairs of 4 methods x 3 targets
+    # the table's two smallest p (docs/results.md): unadjusted intervals below zero, Holm's not;
+    # Holm's step-down multiplies the smallest by 18 and the next by 17
+    ranked = pairs.sort_values("p")
+    assert [(r.comparison, r.target) for r in ranked.head(2).itertuples()] == [
+        ("dpm - sp", "MACs 0.5"), ("iterative - single-step", "MACs 0.25")]
+    assert ranked["p"].head(2).tolist() == pytest.approx([0.0351, 0.0485], abs=5e-5)
+    assert ranked["p_holm"].head(2).tolist() == pytest.approx(
+        [18 * ranked["p"].iloc[0], 17 * ranked["p"].iloc[1]], rel=1e-9)
+    for r in ranked.head(2).itertuples():
+        assert r.ci95_high < 0 and r.holm_low < 0 < r.holm_high
     assert not pairs["claim"].any()
     # the printed report states every paired table's family and the adjusted columns
     assert main(["report", "--profile", "mini", "--results-dir", str(REFERENCE),
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "-- core: paired differences" in out and "family m = 9" in out
+    assert "-- core: paired differences" in out and "family m = 18" in out
     assert "family m = 6" in out and "family m = 11" in out     # DepGraph, OTOv2
     assert "p_holm" in out and "holm_low" in out and "ci95_low" in out
