@@ -123,17 +123,24 @@ def test_the_full_files_choose_on_validation_and_share_one_dense_checkpoint_per_
     (data_root / JPEG_FILE).touch()
     runs = {f.stem: [resolve(s) for s in _sweep_specs(load_experiment(f), sweep=True)]
             for f in sorted(FULL.glob("*.toml"))}
-    assert set(runs) == {"recipe_search", "sr_search", "core_comparison", "depgraph_resnet20"}
+    assert set(runs) == {"recipe_search", "sr_search", "precision_check", "core_comparison",
+                         "depgraph_resnet20"}
     for f in FULL.glob("*.toml"):  # the profile names the data when it is built
         assert "dataset" not in load_experiment(f), f.name
 
     def dense(res):
         return config_hash(dense_config(res.profile, res.config["seed"]))
 
-    searches = runs["recipe_search"] + runs["sr_search"]
+    searches = runs["recipe_search"] + runs["sr_search"] + runs["precision_check"]
     assert {r.config["data"]["val_fraction"] for r in searches} == {0.1}
     assert len({dense(r) for r in runs["recipe_search"]}) == 3 * 2  # the candidates
     assert {dense(r) for r in runs["sr_search"]} <= {dense(r) for r in runs["recipe_search"]}
+    # the precision check pairs 3 seeds x 2 precisions; its fp32 seed 0 is the search's run
+    checked = {dense(r): r for r in runs["precision_check"]}
+    assert len(checked) == 3 * 2
+    fp32_seed0 = {dense(r) for r in runs["precision_check"]
+                  if r.config["seed"] == 0 and r.profile.precision == "fp32"}
+    assert len(fp32_seed0) == 1 and fp32_seed0 <= {dense(r) for r in runs["recipe_search"]}
     compared = runs["core_comparison"] + runs["depgraph_resnet20"]
     assert {r.config["data"]["val_fraction"] for r in compared} == {0.0}
     assert {(r.config["host"], r.config["method"]) for r in compared} == {
