@@ -58,10 +58,15 @@ def test_a_sweep_killed_twice_finishes_with_one_record_per_point(tmp_path):
     assert _records(tmp_path) == [] and list(tmp_path.glob("**/*.claim"))
     # second kill: in the middle of the grid
     _kill_when(tmp_path, lambda: len(_records(tmp_path)) >= 1)
-    assert 1 <= len(_records(tmp_path)) < 6
+    before = len(_records(tmp_path))
+    assert 1 <= before < 6
     done = _sweep(tmp_path, "--workers", "2")
     out, _ = done.communicate(timeout=900)
     assert done.returncode == 0, out
+    # its output is a pipe (no bar): it says what it read back and each run it finished
+    assert f"{before} of 6 runs already recorded" in out, out
+    finished = [line for line in out.splitlines() if "final top-1" in line]
+    assert len(finished) == 6 - before and finished[-1].startswith("[6/6] "), out
     records = _records(tmp_path)
     assert len(records) == 6                                  # 3 methods x 2 seeds
     assert {(json.loads(r.read_text())["method"], json.loads(r.read_text())["seed"])

@@ -15,8 +15,10 @@ identical configuration); a finished phase is found by its record and reused.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -233,16 +235,42 @@ def sweep(specs, *, progress=None, workers: int = 1, **kwargs) -> list[dict]:
             p.start()
         paths = [run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]
                  for s in specs]
+        done = {p for p in paths if p.exists()}
+        if done and distributed.is_main():
+            _say(f"{len(done)} of {len(paths)} runs already recorded, read back")
         with tqdm(total=len(specs), desc=f"runs ({workers} workers)", disable=disable) as bar:
-            while any(p.is_alive() for p in procs):
-                bar.update(sum(p.exists() for p in paths) - bar.n)
-                time.sleep(1)
-            bar.update(sum(p.exists() for p in paths) - bar.n)
+            alive = True
+            while alive:
+                alive = any(p.is_alive() for p in procs)
+                for path in paths:
+                    if path not in done and path.exists():
+                        done.add(path)
+                        _say(_finished(path, len(done), len(paths)))
+                bar.update(len(done) - bar.n)
+                if alive:
+                    time.sleep(1)
         failed = [p.exitcode for p in procs if p.exitcode]
         if failed:
             raise DpmLabError(f"{len(failed)} of {workers} sweep workers failed (exit codes "
                               f"{failed}); run the sweep again to finish the grid")
     return [run(s, progress=False, **kwargs) for s in specs]  # every one finished: read back
+
+
+def _finished(record_path: Path, done: int, total: int) -> str:
+    """The line a sweep prints when a grid point's record appears, so that a sweep whose bar is
+    hidden (its output sent to a log file, a batch job) still says what it has finished."""
+    r = json.loads(record_path.read_text())
+    val = "" if r.get("final_val") is None else f", validation {r['final_val']:.2f}"
+    t = r.get("wall_time_s")
+    took = "" if t is None else f" in {t:.0f} s" if t < 120 else f" in {t / 60:.0f} min"
+    return (f"[{done}/{total}] {record_path.stem}: final top-1 {r['final_top1']:.2f}{val}"
+            f"{took}")
+
+
+def _say(line: str) -> None:
+    """Print ``line`` above any progress bar, flushed at once (a log file gets it now)."""
+    tqdm.write(line)
+    sys.stdout.flush()
 
 
 def _work(specs, progress, kwargs, bar: bool, threads: int | None = None) -> None:
@@ -264,11 +292,14 @@ def _work(specs, progress, kwargs, bar: bool, threads: int | None = None) -> Non
                 if not try_claim(record[id(s)]):
                     held.append(s)
                     continue
+                fresh = not record[id(s)].exists()
                 try:
                     run(s, progress=progress, **kwargs)
                 finally:
                     release(record[id(s)])
                 t.update()
+                if bar and fresh:  # a single-process sweep; the workers' parent says it for them
+                    _say(_finished(record[id(s)], t.n, len(specs)))
             pending = [s for s in held if not record[id(s)].exists()]
             t.update(len(held) - len(pending))
             if pending:
