@@ -56,6 +56,13 @@ def test_carries_shared_weights_and_unfinished_runs_only(tmp_path):
     for rel in ["runs/full/core/half/finetune.ckpt", "runs/full/dense/d0/model.pt",
                 "results/full/core/done.json"]:
         assert (fresh / rel).read_bytes() == (home / rel).read_bytes()
+    assert sorted(p.name for p in (fresh / "runs").rglob("*") if p.is_file()) == \
+        ["finetune.ckpt", "history.json", "model.pt", "model.pt"]
+
+    # a home that went on after the save keeps its newer resume state
+    _write(home / "runs" / "full" / "core" / "half" / "finetune.ckpt", "epoch 7 of 10")
+    carry.restore(home, reference, checkpoints)
+    assert (home / "runs" / "full" / "core" / "half" / "finetune.ckpt").read_text() == "epoch 7 of 10"
 
     # the run finishes on the new machine: its carried resume checkpoint is dropped, another
     # sweep's in-flight checkpoint (a run this home does not have) is kept

@@ -53,42 +53,45 @@ def carried_files(runs: Path) -> list[Path]:
     return [f.relative_to(runs) for f in files]
 
 
-def copy_new(source: Path, target: Path, pattern: str) -> list[Path]:
+def copy_if_changed(source: Path, out: Path) -> bool:
+    """Copy ``source`` to ``out`` unless ``out`` already holds the same bytes; True if copied."""
+    if out.exists() and out.read_bytes() == source.read_bytes():
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, out)
+    return True
+
+
+def copy_new(source: Path, target: Path, pattern: str, overwrite: bool) -> list[Path]:
     """Copy the files of ``source`` matching ``pattern`` into the same place under ``target``,
-    where they differ or are missing; returns the copied paths (relative)."""
-    copied = []
-    for f in sorted(source.glob(pattern)):
-        rel = f.relative_to(source)
-        out = target / rel
-        if f.is_file() and not (out.exists() and out.read_bytes() == f.read_bytes()):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, out)
-            copied.append(rel)
-    return copied
+    where they are missing (or, with ``overwrite``, differ); returns the copied paths
+    (relative)."""
+    return [f.relative_to(source) for f in sorted(source.glob(pattern))
+            if f.is_file() and (overwrite or not (target / f.relative_to(source)).exists())
+            and copy_if_changed(f, target / f.relative_to(source))]
 
 
 def save(home: Path, reference: Path, checkpoints: Path) -> None:
     runs = home / "runs"
     needed = set(carried_files(runs)) if runs.exists() else set()
     for rel in sorted(needed):
-        out = checkpoints / rel
-        if not (out.exists() and out.read_bytes() == (runs / rel).read_bytes()):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(runs / rel, out)
-            print(f"carried   {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+        if copy_if_changed(runs / rel, checkpoints / rel):
+            print(f"carried   {checkpoints / rel}")
     # a resume checkpoint carried earlier whose run has finished here is no longer needed (runs
     # this home does not have are left alone: another sweep may be carrying them)
     for old in sorted(checkpoints.glob("*/*/*/*.ckpt")):
         if (runs / old.relative_to(checkpoints).parent / "model.pt").exists():
             old.unlink()
             print(f"dropped   {old} (its run finished)")
-    for rel in copy_new(home / "results", reference, "**/*.json"):
+    for rel in copy_new(home / "results", reference, "**/*.json", overwrite=True):
         print(f"record    {reference / rel}")
 
 
 def restore(home: Path, reference: Path, checkpoints: Path) -> None:
-    n_runs = len(copy_new(checkpoints, home / "runs", "**/*"))
-    n_records = len(copy_new(reference, home / "results", "**/*.json"))
+    """Copy what is missing only: a home that went on after the last ``save`` keeps its newer
+    resume checkpoints."""
+    n_runs = len(copy_new(checkpoints, home / "runs", "*/*/*/*", overwrite=False))
+    n_records = len(copy_new(reference, home / "results", "**/*.json", overwrite=False))
     print(f"restored {n_runs} checkpoint files into {home / 'runs'} and {n_records} records into "
           f"{home / 'results'}")
 
