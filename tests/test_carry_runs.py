@@ -21,56 +21,78 @@ def _write(path: Path, text: str = "x") -> None:
 
 
 def _home(root: Path) -> Path:
-    """A sweep's home: a finished dense model, a finished sparse-learning phase, a finished and
-    an unfinished pruning run."""
-    runs = root / "runs" / "full"
+    """A sweep's home: a finished dense model, a finished sparse-learning phase, a finished
+    pruning run, one killed between writing its weights and its record, and one half done."""
+    runs, results = root / "runs" / "full", root / "results" / "full"
     _write(runs / "dense" / "d0" / "model.pt", "dense weights")
     _write(runs / "dense" / "d0" / "train.ckpt", "dense resume state")
+    _write(results / "dense" / "d0.json", "dense record")
     _write(runs / "depgraph" / "sl_a" / "model.pt", "sparse weights")
     _write(runs / "depgraph" / "sl_a" / "history.json", "[]")
     _write(runs / "depgraph" / "sl_a" / "train.ckpt", "sl resume state")
     _write(runs / "core" / "done" / "model.pt", "pruned model")
     _write(runs / "core" / "done" / "finetune.ckpt", "finished resume state")
+    _write(results / "core" / "done.json", "record")
+    _write(runs / "core" / "killed" / "model.pt", "pruned model, no record yet")
+    _write(runs / "core" / "killed" / "finetune.ckpt", "epoch 10 of 10")
     _write(runs / "core" / "half" / "finetune.ckpt", "epoch 4 of 10")
-    _write(root / "results" / "full" / "core" / "done.json", "{}")
-    _write(root / "results" / "full" / "dense" / "d0.json", "{}")
     return root
 
 
-def test_carries_shared_weights_and_unfinished_runs_only(tmp_path):
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_carries_shared_phases_and_unfinished_runs_only(tmp_path):
     home = _home(tmp_path / "a")
-    assert [str(p) for p in carry.carried_files(home / "runs")] == [
-        "full/core/half/finetune.ckpt", "full/dense/d0/model.pt",
-        "full/depgraph/sl_a/model.pt", "full/depgraph/sl_a/history.json"]
     reference, checkpoints = tmp_path / "reference", tmp_path / "checkpoints"
     carry.save(home, reference, checkpoints)
-    assert sorted(str(p.relative_to(checkpoints)) for p in checkpoints.rglob("*") if p.is_file()) \
-        == ["full/core/half/finetune.ckpt", "full/dense/d0/model.pt",
-            "full/depgraph/sl_a/history.json", "full/depgraph/sl_a/model.pt"]
-    assert sorted(str(p.relative_to(reference)) for p in reference.rglob("*.json")) == \
-        ["full/core/done.json", "full/dense/d0.json"]
+    assert _files(checkpoints) == [
+        "full/core/half/finetune.ckpt", "full/core/killed/finetune.ckpt",
+        "full/dense/d0/model.pt", "full/dense/d0/record.json",
+        "full/depgraph/sl_a/history.json", "full/depgraph/sl_a/model.pt"]
+    assert _files(reference) == ["full/core/done.json", "full/dense/d0.json"]
 
+    # another sweep's fresh home, with its own (empty) reference folder: the dense model comes
+    # with its record, so the runner reuses it
     fresh = tmp_path / "b"
     fresh.mkdir()
-    carry.restore(fresh, reference, checkpoints)
-    for rel in ["runs/full/core/half/finetune.ckpt", "runs/full/dense/d0/model.pt",
-                "results/full/core/done.json"]:
-        assert (fresh / rel).read_bytes() == (home / rel).read_bytes()
-    assert sorted(p.name for p in (fresh / "runs").rglob("*") if p.is_file()) == \
-        ["finetune.ckpt", "history.json", "model.pt", "model.pt"]
+    carry.restore(fresh, tmp_path / "other-reference", checkpoints)
+    assert _files(fresh) == [
+        "results/full/dense/d0.json", "runs/full/core/half/finetune.ckpt",
+        "runs/full/core/killed/finetune.ckpt", "runs/full/dense/d0/model.pt",
+        "runs/full/depgraph/sl_a/history.json",
+        "runs/full/depgraph/sl_a/model.pt"]
+    assert (fresh / "results/full/dense/d0.json").read_text() == "dense record"
+    assert (fresh / "runs/full/core/half/finetune.ckpt").read_text() == "epoch 4 of 10"
 
     # a home that went on after the save keeps its newer resume state
     _write(home / "runs" / "full" / "core" / "half" / "finetune.ckpt", "epoch 7 of 10")
     carry.restore(home, reference, checkpoints)
-    assert (home / "runs" / "full" / "core" / "half" / "finetune.ckpt").read_text() == "epoch 7 of 10"
+    assert (home / "runs/full/core/half/finetune.ckpt").read_text() == "epoch 7 of 10"
 
-    # the run finishes on the new machine: its carried resume checkpoint is dropped, another
-    # sweep's in-flight checkpoint (a run this home does not have) is kept
-    _write(fresh / "runs" / "full" / "core" / "half" / "model.pt", "pruned model")
-    _write(checkpoints / "full" / "core" / "other" / "finetune.ckpt", "another sweep's run")
-    carry.save(fresh, reference, checkpoints)
-    assert not (checkpoints / "full" / "core" / "half" / "finetune.ckpt").exists()
-    assert (checkpoints / "full" / "core" / "other" / "finetune.ckpt").exists()
+    # runs finish on the new machine (one of them recorded in this sweep's reference folder by
+    # another home): their carried resume checkpoints are dropped
+    _write(fresh / "results" / "full" / "core" / "half.json", "record")
+    _write(tmp_path / "other-reference" / "full" / "core" / "killed.json", "record")
+    carry.save(fresh, tmp_path / "other-reference", checkpoints)
+    assert not list(checkpoints.rglob("*.ckpt"))
+
+
+def test_refuses_to_change_a_carried_dense_model_or_a_committed_record(tmp_path):
+    reference, checkpoints = tmp_path / "reference", tmp_path / "checkpoints"
+    carry.save(_home(tmp_path / "a"), reference, checkpoints)
+    other = _home(tmp_path / "b")
+    _write(other / "runs" / "full" / "dense" / "d0" / "model.pt", "other dense weights")
+    _write(other / "results" / "full" / "core" / "done.json", "another record")
+    with pytest.raises(SystemExit) as e:
+        carry.save(other, reference, checkpoints)
+    assert "full/dense/d0/model.pt" in str(e.value) and "full/core/done.json" in str(e.value)
+    assert (checkpoints / "full/dense/d0/model.pt").read_text() == "dense weights"
+    carry.save(other, reference, checkpoints, force=True)
+    assert (checkpoints / "full/dense/d0/model.pt").read_text() == "other dense weights"
+    with pytest.raises(SystemExit, match="inside the home's results folder"):
+        carry.save(other, other / "results" / "reference", checkpoints)
 
 
 def test_restored_dense_model_is_reused_not_retrained(tmp_path, monkeypatch):
@@ -78,10 +100,10 @@ def test_restored_dense_model_is_reused_not_retrained(tmp_path, monkeypatch):
     home_a, home_b = tmp_path / "a", tmp_path / "b"
     model_a, record_a = runner.train_dense(profile, 0, device="cpu", progress=False,
                                            results_dir=home_a / "results", runs_dir=home_a / "runs")
-    reference, checkpoints = tmp_path / "reference", tmp_path / "checkpoints"
-    carry.save(home_a, reference, checkpoints)
+    checkpoints = tmp_path / "checkpoints"
+    carry.save(home_a, tmp_path / "reference", checkpoints)
     home_b.mkdir()
-    carry.restore(home_b, reference, checkpoints)
+    carry.restore(home_b, tmp_path / "another-sweeps-reference", checkpoints)
 
     def no_training(*args, **kwargs):
         pytest.fail("the carried dense model was trained again")

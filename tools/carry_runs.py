@@ -4,96 +4,126 @@ A sweep of the full profile runs for many hours, longer than one working session
 leaves under ``$DPM_LAB_HOME`` (``results/``, ``runs/``) is gone when the machine is. Its records
 are committed under ``results/reference/`` anyway; what else it needs to go on elsewhere is:
 
-- the **shared phases' weights**: every dense model (``runs/<profile>/dense/*/model.pt``), which
-  every pruning run of that seed starts from, and every DepGraph sparse-learning run
-  (``runs/<profile>/depgraph/sl_*/``), shared by host, +SP and +DPM. Re-training one on another
-  machine could give other weights under the same run id (float results change with the CPU
-  model and thread count), and the runs of a seed would then no longer share their start;
+- the **shared phases**: every dense model (``runs/<profile>/dense/<name>/model.pt``, carried
+  with its record as ``record.json``), which every pruning run of that seed starts from, and every
+  DepGraph sparse-learning run (``runs/<profile>/depgraph/sl_*/``: ``model.pt``,
+  ``history.json``), shared by host, +SP and +DPM. Re-training one on another machine could give
+  other weights under the same run id (float results change with the CPU model and thread
+  count), and the runs of a seed would then no longer share their start;
 - the **resume checkpoints** (``*.ckpt``) of runs that have not finished, so that the epochs
-  already trained are not trained again.
+  already trained are not trained again. A run is finished when its record exists (a
+  sparse-learning run, which has none: when its ``model.pt`` does), since the runner writes the
+  weights first and the record last.
 
-Finished pruning runs need nothing: their records are enough. ``save`` copies those files into
-``checkpoints/`` (committed; same layout as ``runs/``) and the sweep's new records into the
-reference folder; ``restore`` copies both into a fresh home, where the same sweep command then
-reads back the finished runs and resumes the rest. ``save`` also deletes carried resume
-checkpoints whose run has finished since, so the folder holds only what is still needed. One
-home per reference folder: ``save`` copies every record of the home into ``--reference``.
+Finished pruning runs need nothing: their records are enough (their pruned ``model.pt`` is not
+carried). ``save`` copies those files into ``checkpoints/`` (committed; same layout as
+``runs/``) and the sweep's records into the reference folder; ``restore`` copies what is missing
+into a fresh home, where the same sweep command then reads back the finished runs and resumes
+the rest. ``save`` refuses to replace a carried shared phase or a committed record by different
+bytes (that would change what committed runs started from) unless ``--force``, and deletes carried
+resume checkpoints whose run has finished since. One home per reference folder: ``save`` copies
+every record of the home into ``--reference``.
 
     python tools/carry_runs.py save    --home H --reference results/reference/recipe-search
     python tools/carry_runs.py restore --home H --reference results/reference/recipe-search
 
 (``--checkpoints`` changes the carried folder, default ``checkpoints/`` of this repository.)
+A carried run resumed on another CPU model or thread count finishes with that machine's floats;
+its record names the machine that finished it.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_WEIGHTS = ("model.pt", "history.json")
+DENSE_RECORD = "record.json"  # a carried dense model's record, beside its weights
 
 
-def is_shared_phase(run: Path) -> bool:
-    """A run folder whose final weights later runs start from: a dense model, or a DepGraph
-    sparse-learning run (``runs/<profile>/<kind>/<name>``)."""
-    return run.parent.name == "dense" or run.name.startswith("sl_")
+def record_path(home: Path, run: Path) -> Path:
+    """The record of the run folder ``runs/<profile>/<kind>/<name>``:
+    ``results/<profile>/<kind>/<name>.json``."""
+    return home / "results" / run.parent.parent.name / run.parent.name / f"{run.name}.json"
 
 
-def carried_files(runs: Path) -> list[Path]:
-    """The files under ``runs`` (relative to it) that a sweep needs to go on elsewhere: the final
-    weights of finished shared phases, the resume checkpoints of unfinished runs."""
-    files = []
+def is_sparse_learning(run: Path) -> bool:
+    return run.name.startswith("sl_")
+
+
+def finished(home: Path, run: Path) -> bool:
+    if is_sparse_learning(run):
+        return (run / "model.pt").exists()
+    return record_path(home, run).exists()
+
+
+def carried_files(home: Path) -> dict[Path, Path]:
+    """What a sweep in ``home`` needs to go on elsewhere, as ``{path under checkpoints/: source}``:
+    the finished shared phases (dense weights and record, sparse-learning weights and history)
+    and the resume checkpoints of unfinished runs."""
+    runs, files = home / "runs", {}
     for run in sorted(p for p in runs.glob("*/*/*") if p.is_dir()):
-        if (run / "model.pt").exists():
-            names = SHARED_WEIGHTS if is_shared_phase(run) else ()
-            files += [run / n for n in names if (run / n).exists()]
-        else:
-            files += sorted(run.glob("*.ckpt"))
-    return [f.relative_to(runs) for f in files]
+        rel = run.relative_to(runs)
+        if not finished(home, run):
+            files.update({rel / f.name: f for f in sorted(run.glob("*.ckpt"))})
+        elif run.parent.name == "dense":
+            files.update({rel / "model.pt": run / "model.pt",
+                          rel / DENSE_RECORD: record_path(home, run)})
+        elif is_sparse_learning(run):
+            files.update({rel / n: run / n for n in ("model.pt", "history.json")})
+    return files
 
 
-def copy_if_changed(source: Path, out: Path) -> bool:
-    """Copy ``source`` to ``out`` unless ``out`` already holds the same bytes; True if copied."""
-    if out.exists() and out.read_bytes() == source.read_bytes():
-        return False
+def differs(source: Path, out: Path) -> bool:
+    return not (out.exists() and out.read_bytes() == source.read_bytes())
+
+
+def copy(source: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, out)
-    return True
 
 
-def copy_new(source: Path, target: Path, pattern: str, overwrite: bool) -> list[Path]:
-    """Copy the files of ``source`` matching ``pattern`` into the same place under ``target``,
-    where they are missing (or, with ``overwrite``, differ); returns the copied paths
-    (relative)."""
-    return [f.relative_to(source) for f in sorted(source.glob(pattern))
-            if f.is_file() and (overwrite or not (target / f.relative_to(source)).exists())
-            and copy_if_changed(f, target / f.relative_to(source))]
-
-
-def save(home: Path, reference: Path, checkpoints: Path) -> None:
-    runs = home / "runs"
-    needed = set(carried_files(runs)) if runs.exists() else set()
-    for rel in sorted(needed):
-        if copy_if_changed(runs / rel, checkpoints / rel):
-            print(f"carried   {checkpoints / rel}")
-    # a resume checkpoint carried earlier whose run has finished here is no longer needed (runs
-    # this home does not have are left alone: another sweep may be carrying them)
-    for old in sorted(checkpoints.glob("*/*/*/*.ckpt")):
-        if (runs / old.relative_to(checkpoints).parent / "model.pt").exists():
+def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) -> None:
+    if reference.is_relative_to(home / "results"):
+        sys.exit(f"--reference {reference} lies inside the home's results folder; give the "
+                 "committed reference folder, e.g. results/reference/full")
+    carried = {checkpoints / rel: src for rel, src in carried_files(home).items()}
+    records = {reference / f.relative_to(home / "results"): f
+               for f in sorted((home / "results").glob("**/*.json"))}
+    # resume checkpoints move on; shared phases and records must never change under their id
+    fixed = {out: src for out, src in {**carried, **records}.items() if out.suffix != ".ckpt"}
+    conflicts = [out for out, src in fixed.items() if out.exists() and differs(src, out)]
+    if conflicts and not force:
+        sys.exit("refusing to replace committed files by different ones (runs already recorded "
+                 "may have started from them); --force replaces them:\n  "
+                 + "\n  ".join(map(str, conflicts)))
+    for out, src in {**carried, **records}.items():
+        if differs(src, out):
+            copy(src, out)
+            print(f"saved     {out}")
+    for old in sorted(checkpoints.glob("*/*/*/*.ckpt")):  # resume state of a run now finished
+        run = home / "runs" / old.parent.relative_to(checkpoints)
+        if finished(home, run) or (reference / f"{old.parent.relative_to(checkpoints)}.json").exists():
             old.unlink()
             print(f"dropped   {old} (its run finished)")
-    for rel in copy_new(home / "results", reference, "**/*.json", overwrite=True):
-        print(f"record    {reference / rel}")
 
 
 def restore(home: Path, reference: Path, checkpoints: Path) -> None:
     """Copy what is missing only: a home that went on after the last ``save`` keeps its newer
     resume checkpoints."""
-    n_runs = len(copy_new(checkpoints, home / "runs", "*/*/*/*", overwrite=False))
-    n_records = len(copy_new(reference, home / "results", "**/*.json", overwrite=False))
-    print(f"restored {n_runs} checkpoint files into {home / 'runs'} and {n_records} records into "
-          f"{home / 'results'}")
+    wanted = {}
+    for f in sorted(checkpoints.glob("*/*/*/*")):
+        run = home / "runs" / f.parent.relative_to(checkpoints)
+        # a dense record goes where the runner looks for it
+        wanted[record_path(home, run) if f.name == DENSE_RECORD else run / f.name] = f
+    wanted.update({home / "results" / f.relative_to(reference): f
+                   for f in sorted(reference.glob("**/*.json"))})
+    missing = {out: src for out, src in wanted.items() if not out.exists()}
+    for out, src in missing.items():
+        copy(src, out)
+    print(f"restored {len(missing)} files into {home} (checkpoints from {checkpoints}, records "
+          f"from {reference})")
 
 
 def main(argv=None) -> None:
@@ -105,11 +135,17 @@ def main(argv=None) -> None:
                         help="where its records are committed, e.g. results/reference/full")
     parser.add_argument("--checkpoints", type=Path, default=REPO / "checkpoints",
                         help="the committed folder of carried checkpoints (default: %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help="save: replace committed shared phases or records that differ")
     args = parser.parse_args(argv)
     if not args.home.is_dir():
         parser.error(f"--home {args.home} is not a folder")
-    action = save if args.action == "save" else restore
-    action(args.home.resolve(), args.reference.resolve(), args.checkpoints.resolve())
+    home, reference, checkpoints = (p.resolve() for p in (args.home, args.reference,
+                                                          args.checkpoints))
+    if args.action == "save":
+        save(home, reference, checkpoints, args.force)
+    else:
+        restore(home, reference, checkpoints)
 
 
 if __name__ == "__main__":
