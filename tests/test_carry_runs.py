@@ -8,6 +8,8 @@ import torch
 
 from dpm_lab.experiments import runner
 from dpm_lab.experiments.profiles import get_profile
+from dpm_lab.experiments.results import make_record, provenance
+from dpm_lab.training.engine import cpu_model
 
 _TOOL = Path(__file__).resolve().parent.parent / "tools" / "carry_runs.py"
 _spec = importlib.util.spec_from_file_location("carry_runs", _TOOL)
@@ -111,6 +113,8 @@ def test_restored_dense_model_is_reused_not_retrained(tmp_path, monkeypatch):
     model_b, record_b = runner.train_dense(profile, 0, device="cpu", progress=False,
                                            results_dir=home_b / "results", runs_dir=home_b / "runs")
     assert record_b == record_a
+    assert {(h["cpu"], h["threads"]) for h in record_a["history"]} == \
+        {(cpu_model(), torch.get_num_threads())} and "trained_on" not in record_a
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -120,3 +124,20 @@ def test_refuses_a_home_that_is_not_a_folder(tmp_path, capsys):
         carry.main(["save", "--home", str(tmp_path / "missing"), "--reference", str(tmp_path)])
     assert e.value.code == 2
     assert "missing is not a folder" in capsys.readouterr().err
+
+
+def test_a_run_resumed_on_another_machine_names_every_machine():
+    def epoch(n, cpu, threads):
+        return {"epoch": n, "test_acc": 50.0, "cpu": cpu, "threads": threads}
+    history = [{"epoch": 1, "test_acc": 40.0},  # written before epochs named their machine
+               epoch(2, "CPU A", 1), epoch(3, "CPU A", 1), epoch(4, "CPU B", 1), epoch(5, "CPU B", 2)]
+    record = make_record("dense", config={"a": 1}, profile="full", seed=0, dataset="d", model="m",
+                         history=history, macs=1, params=1, wall_time_s=1.0)
+    assert record["trained_on"] == [{"from_epoch": 2, "cpu": "CPU A", "threads": 1},
+                                    {"from_epoch": 4, "cpu": "CPU B", "threads": 1},
+                                    {"from_epoch": 5, "cpu": "CPU B", "threads": 2}]
+    row = provenance([record]).iloc[0]
+    assert (row["cpu"], row["threads"]) == ("CPU A + CPU B + CPU B", "1 + 1 + 2")
+    one_machine = make_record("dense", config={"a": 1}, profile="full", seed=0, dataset="d",
+                              model="m", history=history[:3], macs=1, params=1, wall_time_s=1.0)
+    assert "trained_on" not in one_machine

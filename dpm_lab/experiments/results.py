@@ -11,7 +11,9 @@ torch's build (``torch_build``: version, CUDA, the CPU kernels it dispatches to)
 and configuration trained with 2 threads and with 1 ended 1.1 points apart (dense run
 a30c3bafa5b6: float32 sums are reduced in another order, and 30 epochs amplify it), and float32
 random initialisation differs between CPU capabilities (DEFAULT against AVX2); records written
-before these fields existed lack them (:func:`provenance` says ``unknown``). The checkpoint is
+before these fields existed lack them (:func:`provenance` says ``unknown``). Each epoch of the
+history names its CPU model and thread count too, so a run resumed on another machine
+(``tools/carry_runs.py``) lists every machine in ``trained_on``. The checkpoint is
 named relative to ``$DPM_LAB_HOME`` (:func:`checkpoint_path` reads it back). Notebooks and
 figures read these files; they never hold typed-in numbers.
 """
@@ -32,6 +34,7 @@ from .. import __version__
 from ..errors import DpmLabError
 from ..training import distributed
 from ..training.claims import writing
+from ..training.engine import cpu_model, machines
 from ..training.paths import from_home, results_dir
 from .identity import canonical, comparable_id, config_hash
 
@@ -52,18 +55,6 @@ def git_state() -> tuple[str, bool | None]:
         return rev, bool(status)
     except (OSError, subprocess.CalledProcessError):
         return "unknown", None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``, which is often
-    empty on Linux), ``"unknown"`` when neither says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def torch_build() -> dict:
@@ -111,6 +102,11 @@ def make_record(kind: str, *, config: dict, profile: str, seed: int, dataset: st
     validation split when one was held out."""
     accs = [h["test_acc"] for h in history]
     vals = [h["val_acc"] for h in history if h.get("val_acc") is not None]
+    # a run resumed on another machine (tools/carry_runs.py) says so: `cpu` and `threads` name
+    # the machine that finished it, `trained_on` every machine in epoch order
+    trained_on = machines(history)
+    if len(trained_on) > 1:
+        extra = {"trained_on": trained_on, **extra}
     return {
         "kind": kind, "profile": profile, "seed": seed, "dataset": dataset, "model": model,
         "run_id": config_hash(config), "config_id": comparable_id(config),
@@ -207,8 +203,9 @@ def provenance(records):
     :func:`load_records` frame or a list of records), one row each with its number of
     ``runs``. Each of them can change what the same configuration computes, so a table or figure
     drawing on more than one row pools or pairs runs that need not agree even where their
-    configurations do. Records written before a field existed read ``"unknown"`` (CPU,
-    threads) and ``"unversioned"`` (training path)."""
+    configurations do. A run trained on several machines (``trained_on``) names them all, joined
+    by ``" + "``. Records written before a field existed read ``"unknown"`` (CPU, threads) and
+    ``"unversioned"`` (training path)."""
     import pandas as pd
 
     rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
@@ -217,9 +214,12 @@ def provenance(records):
         dirty = "-dirty" if _known(r.get("git_dirty")) and r["git_dirty"] else ""
         threads = r.get("threads")
         config = r.get("config") if isinstance(r.get("config"), dict) else {}
-        combos.append((f"{r.get('git', 'unknown')}{dirty}",
-                       r["cpu"] if _known(r.get("cpu")) else "unknown",
-                       str(int(threads)) if _known(threads) else "unknown",
+        cpu = r["cpu"] if _known(r.get("cpu")) else "unknown"
+        threads = str(int(threads)) if _known(threads) else "unknown"
+        if isinstance(r.get("trained_on"), list):  # resumed on other machines: all of them
+            cpu = " + ".join(m["cpu"] for m in r["trained_on"])
+            threads = " + ".join(str(m["threads"]) for m in r["trained_on"])
+        combos.append((f"{r.get('git', 'unknown')}{dirty}", cpu, threads,
                        str(config.get("training_path", "unversioned"))))
     table = pd.DataFrame(combos, columns=list(PROVENANCE))
     return (table.groupby(list(PROVENANCE)).size().rename("runs").reset_index()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -195,6 +196,30 @@ def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``, which is often
+    empty on Linux), ``"unknown"`` when neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machines(history: list[dict]) -> list[dict]:
+    """The machines a history was trained on, in epoch order: ``{"from_epoch", "cpu",
+    "threads"}`` each time the CPU model or thread count changes. Every epoch of ``fit`` records
+    both, because a run resumed elsewhere (another CPU model, another thread count) computes
+    other floats from there on; epochs written before they were recorded are skipped."""
+    out = []
+    for h in history:
+        if "cpu" in h and (not out or (out[-1]["cpu"], out[-1]["threads"]) != (h["cpu"], h["threads"])):
+            out.append({"from_epoch": h["epoch"], "cpu": h["cpu"], "threads": h["threads"]})
+    return out
+
+
 def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(), *,
         checkpoint: str | os.PathLike | None = None, resume: bool = False, device=None,
         seed: int = 0, progress: bool | None = None, desc: str = "train",
@@ -289,7 +314,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
             "epoch": epoch + 1, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
             "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
             "test_acc": test_acc, "epoch_time_s": train_time,
-            "images_per_s": seen / train_time,
+            "images_per_s": seen / train_time, "cpu": cpu_model(), "threads": torch.get_num_threads(),
         })
         if val_loader is not None:
             state.history[-1]["val_acc"] = evaluate(model, val_loader, device)
