@@ -28,8 +28,8 @@ every record of the home into ``--reference``.
     python tools/carry_runs.py restore --home H --reference results/reference/recipe-search
 
 (``--checkpoints`` changes the carried folder, default ``checkpoints/`` of this repository.)
-A carried run resumed on another CPU model or thread count finishes with that machine's floats;
-its record names the machine that finished it.
+A carried run resumed on another CPU model or thread count goes on with that machine's floats;
+its record then lists every machine it trained on (``trained_on``).
 """
 from __future__ import annotations
 
