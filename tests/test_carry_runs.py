@@ -47,6 +47,9 @@ def _files(folder: Path) -> list[str]:
 
 def test_carries_shared_phases_and_unfinished_runs_only(tmp_path):
     home = _home(tmp_path / "a")
+    # a home that is a clone of the repository holds the committed records too: not this sweep's
+    _write(home / "results" / "reference" / "mini" / "core" / "x.json", "committed record")
+    _write(home / "results" / "reference" / "bench" / "cpu_speed.json", "benchmark")
     reference, checkpoints = tmp_path / "reference", tmp_path / "checkpoints"
     carry.save(home, reference, checkpoints)
     assert _files(checkpoints) == [

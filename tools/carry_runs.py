@@ -38,6 +38,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from dpm_lab.experiments.profiles import PROFILE_NAMES
+
 REPO = Path(__file__).resolve().parent.parent
 DENSE_RECORD = "record.json"  # a carried dense model's record, beside its weights
 
@@ -75,6 +77,13 @@ def carried_files(home: Path) -> dict[Path, Path]:
     return files
 
 
+def run_records(results: Path) -> list[Path]:
+    """The run records under a results folder, ``<profile>/<kind>/<name>.json`` (relative): not
+    the committed ``reference/`` folder of a home that is a clone of this repository."""
+    return [f.relative_to(results) for f in sorted(results.glob("*/*/*.json"))
+            if f.relative_to(results).parts[0] in PROFILE_NAMES]
+
+
 def differs(source: Path, out: Path) -> bool:
     return not (out.exists() and out.read_bytes() == source.read_bytes())
 
@@ -89,8 +98,7 @@ def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) ->
         sys.exit(f"--reference {reference} lies inside the home's results folder; give the "
                  "committed reference folder, e.g. results/reference/full")
     carried = {checkpoints / rel: src for rel, src in carried_files(home).items()}
-    records = {reference / f.relative_to(home / "results"): f
-               for f in sorted((home / "results").glob("**/*.json"))}
+    records = {reference / rel: home / "results" / rel for rel in run_records(home / "results")}
     # resume checkpoints move on; shared phases and records must never change under their id
     fixed = {out: src for out, src in {**carried, **records}.items() if out.suffix != ".ckpt"}
     conflicts = [out for out, src in fixed.items() if out.exists() and differs(src, out)]
@@ -117,8 +125,7 @@ def restore(home: Path, reference: Path, checkpoints: Path) -> None:
         run = home / "runs" / f.parent.relative_to(checkpoints)
         # a dense record goes where the runner looks for it
         wanted[record_path(home, run) if f.name == DENSE_RECORD else run / f.name] = f
-    wanted.update({home / "results" / f.relative_to(reference): f
-                   for f in sorted(reference.glob("**/*.json"))})
+    wanted.update({home / "results" / rel: reference / rel for rel in run_records(reference)})
     missing = {out: src for out, src in wanted.items() if not out.exists()}
     for out, src in missing.items():
         copy(src, out)
