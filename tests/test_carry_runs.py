@@ -69,6 +69,8 @@ def test_carries_shared_phases_and_unfinished_runs_only(tmp_path):
         "runs/full/depgraph/sl_a/history.json",
         "runs/full/depgraph/sl_a/model.pt"]
     assert (fresh / "results/full/dense/d0.json").read_text() == "dense record"
+    carry.save(fresh, tmp_path / "other-reference", checkpoints)  # not copied as its record
+    assert not (tmp_path / "other-reference").exists()
     assert (fresh / "runs/full/core/half/finetune.ckpt").read_text() == "epoch 4 of 10"
 
     # a home that went on after the save keeps its newer resume state

@@ -98,7 +98,9 @@ def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) ->
         sys.exit(f"--reference {reference} lies inside the home's results folder; give the "
                  "committed reference folder, e.g. results/reference/full")
     carried = {checkpoints / rel: src for rel, src in carried_files(home).items()}
-    records = {reference / rel: home / "results" / rel for rel in run_records(home / "results")}
+    # a dense record restored from checkpoints/ (another sweep's) is not this sweep's record
+    records = {reference / rel: home / "results" / rel for rel in run_records(home / "results")
+               if not (checkpoints / rel.with_suffix("") / DENSE_RECORD).exists()}
     # resume checkpoints move on; shared phases and records must never change under their id
     fixed = {out: src for out, src in {**carried, **records}.items() if out.suffix != ".ckpt"}
     conflicts = [out for out, src in fixed.items() if out.exists() and differs(src, out)]
