@@ -79,12 +79,13 @@ def test_full_without_either_is_one_clear_error_naming_both(data_root, tmp_path)
                                  "cifar10) nor CIFAR-10 (JPEG q75)")
 
 
-def test_the_fine_tuning_budget_is_provisional_and_depgraph_learns_sparsity_as_long_as_it_fine_tunes(
+def test_n_and_window_are_provisional_and_depgraph_learns_sparsity_as_long_as_it_fine_tunes(
         data_root):
     (data_root / JPEG_FILE).touch()
     p = get_profile("full")
-    assert "dense recipe chosen on validation" in p.notes
-    assert "provisional until the second step of configs/full/recipe_search.toml" in p.notes
+    assert "dense recipe and fine-tuning budget chosen on validation" in p.notes
+    assert "N and window provisional until configs/full/sr_search.toml" in p.notes
+    assert (p.finetune.epochs, p.finetune.lr) == (10, 0.1)
     assert (p.dense.epochs, p.dense.lr, p.dense.schedule) == (30, 0.2, "onecycle")
     assert (p.model, p.batch_size, p.val_fraction, p.decay_steps) == ("resnet20", 128, 0.0, 780)
     r = depgraph_recipe(p)
