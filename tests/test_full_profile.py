@@ -83,7 +83,8 @@ def test_n_and_window_are_provisional_and_depgraph_learns_sparsity_as_long_as_it
         data_root):
     (data_root / JPEG_FILE).touch()
     p = get_profile("full")
-    assert "dense recipe and fine-tuning budget chosen on validation" in p.notes
+    assert "dense recipe, fine-tuning budget and bf16 chosen on validation" in p.notes
+    assert p.precision == "bf16"  # configs/full/precision_check.toml's rule adopted it
     assert "N and window provisional until configs/full/sr_search.toml" in p.notes
     assert (p.finetune.epochs, p.finetune.lr) == (10, 0.1)
     assert (p.dense.epochs, p.dense.lr, p.dense.schedule) == (30, 0.2, "onecycle")
@@ -137,15 +138,19 @@ def test_the_full_files_choose_on_validation_and_share_one_dense_checkpoint_per_
     searches = runs["recipe_search"] + runs["sr_search"] + runs["precision_check"]
     assert {r.config["data"]["val_fraction"] for r in searches} == {0.1}
     assert len({dense(r) for r in runs["recipe_search"]}) == 3 * 2  # the candidates
-    assert {dense(r) for r in runs["sr_search"]} <= {dense(r) for r in runs["recipe_search"]}
+    assert {r.profile.precision for r in runs["recipe_search"]} == {"fp32"}  # as it ran
     # the precision check pairs 3 seeds x 2 precisions; its fp32 seed 0 is the search's run
     checked = {dense(r): r for r in runs["precision_check"]}
     assert len(checked) == 3 * 2
-    fp32_seed0 = {dense(r) for r in runs["precision_check"]
-                  if r.config["seed"] == 0 and r.profile.precision == "fp32"}
-    assert len(fp32_seed0) == 1 and fp32_seed0 <= {dense(r) for r in runs["recipe_search"]}
+    seed0 = {p: {dense(r) for r in runs["precision_check"]
+                 if r.config["seed"] == 0 and r.profile.precision == p} for p in ("fp32", "bf16")}
+    assert len(seed0["fp32"]) == 1 and seed0["fp32"] <= {dense(r) for r in runs["recipe_search"]}
+    # N and the window are searched in the profile's precision, from the check's bf16 seed 0
+    assert {r.profile.precision for r in runs["sr_search"]} == {"bf16"}
+    assert {dense(r) for r in runs["sr_search"]} == seed0["bf16"]
     compared = runs["core_comparison"] + runs["depgraph_resnet20"]
     assert {r.config["data"]["val_fraction"] for r in compared} == {0.0}
+    assert {r.profile.precision for r in compared} == {"bf16"}
     assert {(r.config["host"], r.config["method"]) for r in compared} == {
         ("core", "single-step"), ("core", "sp"), ("core", "dpm"), ("core", "iterative"),
         ("depgraph", "host"), ("depgraph", "sp"), ("depgraph", "dpm")}
