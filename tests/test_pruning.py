@@ -7,7 +7,8 @@ import torch
 from dpm_lab.pruning import (DECAYING, PRUNED, ChannelGroups, ChannelRatio, MacsTarget, NormSample,
                              SelfRectifying, SmoothPruning, effective_macs_params, finalize,
                              load_pruned, make_importance, save_pruned, scores, select,
-                             single_step_prune)
+                             single_step_prune, thin)
+from dpm_lab.pruning.norm_sample import sample_steps
 from dpm_lab.training.checkpoint import load_checkpoint
 from dpm_lab.training.config import TrainConfig
 from dpm_lab.training.engine import fit
@@ -104,6 +105,43 @@ def test_norm_sample_records_the_schedule_exactly(N):
             assert l_init == pytest.approx(float(pruner.l_init[sid]), rel=1e-12)
         else:
             assert pruner.status[sid] == 0 and rel[0] == 1.0 and min(rel) > 0
+
+
+def test_norm_sample_record_is_bounded_whatever_n_and_releases():
+    """A record keeps at most k released structures and ``points`` decay applications (0, N, 2N
+    among them), however long N and however many Self-Rectifying released: the bounded record is
+    the unbounded one thinned, and thinning again changes nothing."""
+    N = 6
+    model, groups, pruner = _setup(N=N, dtype=torch.float64, rounds=[0], release_until=NEVER,
+                                   rectifier=SelfRectifying(
+        t_rate=-float("inf"), t_len=-float("inf"), window=2))   # releases every decaying one
+    run = Stepper(model, dtype=torch.float64)
+    sample = NormSample(pruner, k=2, points=5)
+    for hook in (pruner, sample):
+        hook.on_fit_start(run.state)
+    for _ in range(3 * N):
+        run.step(pruner)
+        sample.after_step(run.state)
+    bounded = sample.record()
+    sample.k, sample.points = 10**6, 10**6
+    full = sample.record()
+    released = full["role"].count("released")
+    assert released > 2 and full["steps"] == list(range(2 * N + 1))
+    assert bounded == thin(full, k=2, points=5) and thin(bounded, k=2, points=5) == bounded
+    assert bounded["role"].count("released") == 2 and bounded["released_total"] == released
+    assert bounded["steps"] == sample_steps(N, 5) and {0, N, 2 * N} <= set(bounded["steps"])
+    assert len(bounded["steps"]) <= 5 and all(len(r) == len(bounded["steps"])
+                                              for r in bounded["relative"])
+    for sid, rel in zip(bounded["structures"], bounded["relative"]):   # the same numbers, fewer
+        i = full["structures"].index(sid)
+        assert rel == [full["relative"][i][n] for n in bounded["steps"]]
+
+
+@pytest.mark.parametrize("points", [0, 2])
+def test_norm_sample_refuses_too_few_points(points):
+    _, _, pruner = _setup()
+    with pytest.raises(ValueError, match=f"points must be >= 3.*got {points}"):
+        NormSample(pruner, points=points)
 
 
 @pytest.mark.parametrize("scope", ["producer", "group"])

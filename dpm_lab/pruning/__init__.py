@@ -28,7 +28,7 @@ from .finalize import (effective_macs_params, finalize, load_pruned, removal_che
                        save_pruned)
 from .groups import ChannelGroups, output_layer
 from .iterative import SCHEDULES, IterativePruning, agp_scheduler, iterative_rounds
-from .norm_sample import NormSample
+from .norm_sample import NormSample, thin
 from .rectify import SelfRectifying
 from .selection import (CRITERIA, ChannelRatio, MacsTarget, accumulate_gradients, make_importance,
                         scores, select)
@@ -37,6 +37,6 @@ from .single_step import single_step_prune
 __all__ = ["ChannelGroups", "output_layer", "ChannelRatio", "MacsTarget", "CRITERIA",
            "make_importance", "scores", "accumulate_gradients", "select", "SmoothPruning",
            "SelfRectifying", "single_step_prune", "remove_channels", "effective_macs_params",
-           "finalize", "NormSample", "removal_check", "save_pruned", "load_pruned", "FREE",
+           "finalize", "NormSample", "thin", "removal_check", "save_pruned", "load_pruned", "FREE",
            "DECAYING", "PRUNED", "RELEASED", "IterativePruning", "SCHEDULES", "agp_scheduler",
            "iterative_rounds"]

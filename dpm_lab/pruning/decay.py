@@ -111,7 +111,8 @@ class SmoothPruning(Hook):
                 f"Self-Rectifying could never release anything: releases are allowed only before "
                 f"step {self.release_until} (the last selection round, which picks replacements "
                 f"so the target holds). Give rounds after step 0, e.g. rounds=range(0, T, N) "
-                f"over the first part of T training steps, or release_until=")
+                f"over the first part of T training steps, or a release_until > 0 (got "
+                f"release_until={release_until!r}).")
         if rectifier is not None:
             check_release_window(decay_steps, rectifier.window)
             # the earliest decay begins at the first round; without rounds, at step 1 (a host's

@@ -6,8 +6,12 @@ from committed records (``python -m dpm_lab figures``), and every structure's no
 is far too much for a record. So :class:`NormSample` traces, on the device, the norms of every
 structure that the first selection round chose and of ``k`` never-chosen ones, for the round's
 decay and as long again after it. At the end, :meth:`NormSample.record` keeps ``k`` chosen
-structures spread over L_init, every chosen one that Self-Rectifying released, and the ``k`` free
-ones, each as norms relative to its first value (L_init for the chosen ones).
+structures spread over L_init, ``k`` of those that Self-Rectifying released (spread over L_init
+too; their total is kept), and the ``k`` free ones, each as norms relative to its first value
+(L_init for the chosen ones), at no more than ``points`` decay applications n spread over 0..2N
+(0, N and 2N always among them). Both bounds keep a record's size independent of N and of how
+many structures Self-Rectifying released: a run at N = 780 that released 114 of them once wrote
+1.7 MB of trace. :func:`thin` applies the same bounds to a record written before them.
 """
 from __future__ import annotations
 
@@ -17,13 +21,53 @@ from ..training.engine import Hook, TrainState
 from .decay import FREE, RELEASED, SmoothPruning
 
 
+def _spread(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``min(k, len(values))`` entries evenly spread over ``values``' sorted order."""
+    if not len(values):
+        return torch.zeros(0, dtype=torch.long)
+    return values.argsort()[torch.linspace(0, len(values) - 1, min(k, len(values))).round().long()]
+
+
+def sample_steps(decay_steps: int, points: int) -> list[int]:
+    """At most ``points`` decay applications n in 0..2N, evenly spread over each half, with
+    0, N and 2N among them (where the schedule starts, reaches zero and the trace ends)."""
+    if points < 3:
+        raise ValueError(f"points must be >= 3 (n = 0, N and 2N), got {points!r}")
+    half = points // 2 + 1 if points % 2 else points // 2
+    n = torch.cat([torch.linspace(0, decay_steps, half),
+                   torch.linspace(decay_steps, 2 * decay_steps, points + 1 - half)])
+    return sorted(set(n.round().long().tolist()))
+
+
+def thin(sample: dict, k: int = 8, points: int = 201) -> dict:
+    """``sample`` (a record's ``norm_sample``) within the bounds :meth:`NormSample.record`
+    applies: ``k`` released structures spread over L_init (``released_total`` keeps how many there
+    were) and the ``points`` decay applications of :func:`sample_steps` (listed in ``steps``). A
+    sample already within them comes back unchanged, so thinning twice equals thinning once."""
+    steps = sample.get("steps", list(range(len(sample["relative"][0]))))
+    role = sample["role"]
+    released = [i for i, r in enumerate(role) if r == "released"]
+    keep_released = {released[i] for i in _spread(
+        torch.tensor([sample["l_init"][i] for i in released], dtype=torch.float64), k).tolist()}
+    keep = [i for i, r in enumerate(role) if r != "released" or i in keep_released]
+    wanted = set(sample_steps(sample["decay_steps"], points))
+    rows = [j for j, n in enumerate(steps) if n in wanted]
+    return {"decay_steps": sample["decay_steps"],
+            "structures": [sample["structures"][i] for i in keep],
+            "role": [role[i] for i in keep], "l_init": [sample["l_init"][i] for i in keep],
+            "released_total": sample.get("released_total", len(released)),
+            "steps": [steps[j] for j in rows],
+            "relative": [[sample["relative"][i][j] for j in rows] for i in keep]}
+
+
 class NormSample(Hook):
     """Trace ``pruner``'s first round: list it after the pruner in ``fit``'s hooks, so it reads
     the norms the pruner has just set. Row n of the trace is the norm after n decay applications
     (row 0: before the first, i.e. L_init), for ``2 N`` applications. ``k``: how many chosen and
     how many free structures the record keeps (the free ones drawn with ``seed``). Only a first
     round at fit start is traced (the core's rounds start at step 0); otherwise the record is
-    ``None``. With N = 1 the chosen rows are L_init, then zero. A structure counts as released if
+    ``None``. ``points``: the most decay applications a record keeps (see :func:`sample_steps`).
+    With N = 1 the chosen rows are L_init, then zero. A structure counts as released if
     Self-Rectifying released it at any traced step, even if a later round chose it again. One
     gather per step, on the device, with no host sync. Its state is optional on resume
     (``optional_state``): a checkpoint written before this hook existed resumes, with no record.
@@ -31,10 +75,11 @@ class NormSample(Hook):
 
     optional_state = True
 
-    def __init__(self, pruner: SmoothPruning, k: int = 8, seed: int = 0):
+    def __init__(self, pruner: SmoothPruning, k: int = 8, seed: int = 0, points: int = 201):
         if k < 1:
             raise ValueError(f"k must be >= 1 (structures kept per role), got {k!r}")
-        self.pruner, self.k, self.seed = pruner, k, seed
+        sample_steps(1, points)   # refuses points < 3 before a run starts
+        self.pruner, self.k, self.seed, self.points = pruner, k, seed, points
         self.rows = 2 * pruner.decay_steps + 1
         self.ids: torch.Tensor | None = None
         self.chosen = 0
@@ -61,24 +106,26 @@ class NormSample(Hook):
 
     def record(self) -> dict | None:
         """What a result record keeps (see the module docstring): ``structures`` (ids), ``role``
-        (``chosen``, ``released`` or ``free``), ``l_init`` (first norm) and ``relative`` (one
-        list per structure: norm / first norm after n = 0, 1, ... decay applications)."""
+        (``chosen``, ``released`` or ``free``), ``l_init`` (first norm), ``released_total``,
+        ``steps`` (the decay applications n kept) and ``relative`` (one list per structure:
+        norm / first norm after each n of ``steps``)."""
         if self.ids is None:
             return None
         trace = torch.stack([t.cpu() for t in self.trace]).double()   # [rows, chosen + free]
         ids = self.ids.cpu()
         first = trace[0]
         c = self.chosen
-        spread = first[:c].argsort()[torch.linspace(0, c - 1, min(self.k, c)).round().long()]
-        released = self.released[:c].cpu().nonzero().flatten()
-        keep = torch.cat([torch.unique(torch.cat([spread, released])),
+        released = self.released[:c].cpu()
+        spread = _spread(first[:c], self.k)
+        keep = torch.cat([torch.unique(torch.cat([spread, released.nonzero().flatten()])),
                           torch.arange(c, len(ids))])
-        role = ["released" if i in set(released.tolist()) else "chosen" if i < c else "free"
+        role = ["free" if i >= c else "released" if released[i] else "chosen"
                 for i in keep.tolist()]
         relative = trace[:, keep] / first[keep].clamp_min(1e-12)
-        return {"decay_steps": self.pruner.decay_steps, "structures": ids[keep].tolist(),
-                "role": role, "l_init": first[keep].tolist(),
-                "relative": [[round(v, 5) for v in col] for col in relative.T.tolist()]}
+        return thin({"decay_steps": self.pruner.decay_steps, "structures": ids[keep].tolist(),
+                     "role": role, "l_init": first[keep].tolist(),
+                     "relative": [[round(v, 5) for v in col] for col in relative.T.tolist()]},
+                    self.k, self.points)
 
     def state_dict(self) -> dict:
         return {"ids": self.ids, "chosen": self.chosen, "trace": self.trace,

@@ -34,6 +34,7 @@ import seaborn as sns
 from ..experiments.results import load_records
 from ..experiments.runspec import RunSpec, SR_DEFAULTS, describe, resolve
 from ..hosts import HOSTS
+from ..pruning.norm_sample import thin
 from ..training.data import dataset_label
 from .figures import (HOST_NAMES, dodge, final_metric, layer_widths, macs_axis, mean_widths,
                       method_knobs, method_label, method_style, provenance_footnote, series_label,
@@ -329,12 +330,15 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
     """One panel per method: the sampled norm trajectories of the first selection round
     (``pruning.NormSample``), relative to their first norm, against n / N so that runs with
     different N share one axis. Chosen structures follow (N − n)/N to exactly zero; those that
-    Self-Rectifying released leave the schedule; free structures are shown for contrast."""
+    Self-Rectifying released leave the schedule; free structures are shown for contrast. Samples
+    recorded before ``NormSample``'s bounds are thinned to them (``pruning.thin``), so every run
+    draws the same number of lines; the legend counts all released structures."""
     if "norm_sample" not in records:
         return None
-    kept = records[records["norm_sample"].map(lambda s: isinstance(s, dict))]
+    kept = records[records["norm_sample"].map(lambda s: isinstance(s, dict))].copy()
     if kept.empty:
         return None
+    kept["norm_sample"] = kept["norm_sample"].map(thin)
     methods = list(dict.fromkeys(kept["method"]))
     colors = {"chosen": sns.color_palette("colorblind")[0],
               "released": sns.color_palette("colorblind")[3],
@@ -344,18 +348,20 @@ def norm_trajectories_figure(records: pd.DataFrame, host: str, profile: str, out
     for ax, method in zip(axes[0], methods):
         runs = kept[kept["method"] == method]
         count = dict.fromkeys(colors, 0)
+        total_released = 0
         for sample in runs["norm_sample"]:
-            N = sample["decay_steps"]
+            x = np.array(sample["steps"]) / sample["decay_steps"]
             for role, rel in zip(sample["role"], sample["relative"]):
-                x = np.arange(len(rel)) / N
                 ax.plot(x, rel, color=colors[role], lw=0.8, alpha=0.25 if role == "released" else 0.6,
                         zorder=3 if role == "chosen" else 2)
                 count[role] += 1
+            total_released += sample["released_total"]
         x = np.linspace(0, 2, 201)
         ax.plot(x, np.clip(1 - x, 0, None), color="k", ls=":", lw=1.5, label="(N − n)/N")
         for role, color in colors.items():
             if count[role]:
-                ax.plot([], [], color=color, label=f"{role} ({count[role]})")
+                of = f" of {total_released}" if role == "released" else ""
+                ax.plot([], [], color=color, label=f"{role} ({count[role]}{of})")
         ax.set(xlabel="decay applications n / N", ylabel="norm / first norm",
                title=f"{method_label(method, host)}: {len(runs)} run{'s' * (len(runs) > 1)} of "
                      f"{runs['config_id'].nunique()} configuration(s)")
