@@ -20,15 +20,17 @@ def test_interval_matches_the_t_table():
     assert math.isnan(interval([1.0])[1])
 
 
-def _record(method, seed, top1, target=0.5, window=None):
+def _record(method, seed, top1, target=0.5, window=None, N=None):
     options = {"target": {"macs": target}, "criterion": "l2"}
+    if N:
+        options["decay_steps"] = N
     if window:
         options["self_rectifying"] = {"window": window}
     config = {"host": "core", "method": method, "model": "resnet20",
               "data": {"dataset": "slice", "val_fraction": 0.0},
               "train": {"epochs": 15, "lr": 0.05, "schedule": "onecycle"},
               "options": options}
-    cid = f"{method}-{target}-{window}"
+    cid = f"{method}-{target}-{window}" + (f"-N{N}" if N else "")
     return {"method": method, "seed": seed, "final_top1": top1, "config": config,
             "config_id": cid, "dense_run_id": f"d{seed}"}
 
@@ -46,6 +48,21 @@ def test_pairs_by_seed_within_a_target_and_never_across_configurations():
     assert w10["m"] == 2 and w10["p_holm"] < 0.05 and w10["claim"]
     w5 = pairs[pairs["config_id_a"] == "dpm-0.5-5"].iloc[0]
     assert w5["seeds"] == 2 and w5["diff"] == pytest.approx(-10.5)
+
+
+def test_methods_that_share_n_pair_only_at_equal_n_and_single_step_pairs_with_every_n():
+    """SP and DPM both have Smooth Pruning's N: DPM at N = 4 pairs with SP at N = 4 only (as
+    configs/full/sr_search.toml runs them, one SP per N); single-step has no N and pairs with
+    both."""
+    rows = [_record(m, s, base + s + (N == 8), N=N) for s in range(2)
+            for m, base in (("dpm", 71.0), ("sp", 70.0)) for N in (4, 8)]
+    rows += [_record("single-step", s, 65.0) for s in range(2)]
+    records = pd.DataFrame(rows)
+    pairs = paired_differences(records, "dpm", "sp")
+    assert sorted(zip(pairs["config_id_a"], pairs["config_id_b"])) == [
+        ("dpm-0.5-None-N4", "sp-0.5-None-N4"), ("dpm-0.5-None-N8", "sp-0.5-None-N8")]
+    assert (pairs["diff"] == 1.0).all()
+    assert len(paired_differences(records, "dpm", "single-step")) == 2
 
 
 def test_self_rectifying_table_pairs_each_dpm_setting_with_sp_under_its_criterion():

@@ -33,6 +33,10 @@ from ..experiments.runspec import describe
 
 PAIR_KEYS = ("host", "model", "dataset", "target", "criterion", "epochs", "schedule", "lr",
              "nesterov", "label_smoothing", "val_fraction")
+# knobs that only some methods have: Smooth Pruning's N, which SP, DPM and iterative pruning's
+# rounds share and single-step lacks. Two configurations that both have one must agree on it (SP
+# at N = 780 is DPM at N = 780's baseline, not DPM at N = 390's); one that lacks it pairs with all
+SHARED_KEYS = ("N",)
 ALPHA = 0.05  # the family-wise error rate a claim is held to
 
 
@@ -120,10 +124,18 @@ def _key(config: dict) -> tuple:
     return tuple(d[k] for k in PAIR_KEYS)
 
 
+def _comparable(a: dict, b: dict) -> bool:
+    """Whether configurations ``a`` and ``b`` may be paired: equal ``PAIR_KEYS``, and equal
+    ``SHARED_KEYS`` where both have them."""
+    da, db = describe(a), describe(b)
+    return (all(da[k] == db[k] for k in PAIR_KEYS) and
+            all(da[k] is None or db[k] is None or da[k] == db[k] for k in SHARED_KEYS))
+
+
 def paired_differences(records: pd.DataFrame, a: str, b: str, metric: str = "final_top1",
                        knobs: tuple[str, ...] = (), alpha: float = ALPHA) -> pd.DataFrame:
     """One row per pair of configurations (method ``a`` vs method ``b``) that agree on
-    ``PAIR_KEYS``: seeds paired, both means, the mean difference a − b, its standard deviation,
+    ``PAIR_KEYS`` (and ``SHARED_KEYS`` where both have them): seeds paired, both means, the mean difference a − b, its standard deviation,
     its 95 % interval and paired t-test p-value, adjusted by Holm over the rows returned
     (``adjust``; use ``compare`` for a table of several method pairs, which is one family).
     ``knobs``: ``describe`` columns outside ``PAIR_KEYS`` to show for each side (``<knob>_a``,
@@ -135,7 +147,7 @@ def paired_differences(records: pd.DataFrame, a: str, b: str, metric: str = "fin
     A, B = records[records["method"] == a], records[records["method"] == b]
     for _, ga in A.groupby("config_id", sort=False):
         for _, gb in B.groupby("config_id", sort=False):
-            if _key(ga["config"].iloc[0]) != _key(gb["config"].iloc[0]):
+            if not _comparable(ga["config"].iloc[0], gb["config"].iloc[0]):
                 continue
             m = ga.merge(gb, on=["seed", "dense_run_id"], suffixes=("_a", "_b"))
             if m.empty:
