@@ -16,11 +16,12 @@ from dpm_lab.experiments.experiment_file import load_experiment
 from dpm_lab.experiments.identity import config_hash, dense_config
 from dpm_lab.experiments.profiles import get_profile
 from dpm_lab.experiments.runner import run_paths
-from dpm_lab.experiments.runspec import RunSpec, describe, resolve
+from dpm_lab.experiments.runspec import RunSpec, describe, resolve, sr_defaults
 from dpm_lab.hosts.depgraph.recipe import depgraph_recipe
 from dpm_lab.training.data import JPEG_FILE, DatasetNotFoundError, data_roots, dataset_label
 
-FULL = Path(__file__).resolve().parent.parent / "configs" / "full"
+ROOT = Path(__file__).resolve().parent.parent
+FULL = ROOT / "configs" / "full"
 OFFICIAL = [f for f, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list] + \
     [datasets.CIFAR10.meta["filename"]]
 
@@ -79,13 +80,14 @@ def test_full_without_either_is_one_clear_error_naming_both(data_root, tmp_path)
                                  "cifar10) nor CIFAR-10 (JPEG q75)")
 
 
-def test_n_and_window_are_provisional_and_depgraph_learns_sparsity_as_long_as_it_fine_tunes(
+def test_n_and_window_are_chosen_and_depgraph_learns_sparsity_as_long_as_it_fine_tunes(
         data_root):
     (data_root / JPEG_FILE).touch()
     p = get_profile("full")
-    assert "dense recipe, fine-tuning budget and bf16 chosen on validation" in p.notes
+    assert "fine-tuning budget, bf16, N and window chosen on validation" in p.notes
     assert p.precision == "bf16"  # configs/full/precision_check.toml's rule adopted it
-    assert "N and window provisional until configs/full/sr_search.toml" in p.notes
+    # configs/full/sr_search.toml kept the defaults (results/reference/recipe-search/full/core)
+    assert p.self_rectifying == {"window": 10} and sr_defaults(p)["window"] == 10
     assert (p.finetune.epochs, p.finetune.lr) == (10, 0.1)
     assert (p.dense.epochs, p.dense.lr, p.dense.schedule) == (30, 0.2, "onecycle")
     assert (p.model, p.batch_size, p.val_fraction, p.decay_steps) == ("resnet20", 128, 0.0, 780)
@@ -148,6 +150,16 @@ def test_the_full_files_choose_on_validation_and_share_one_dense_checkpoint_per_
     # N and the window are searched in the profile's precision, from the check's bf16 seed 0
     assert {r.profile.precision for r in runs["sr_search"]} == {"bf16"}
     assert {dense(r) for r in runs["sr_search"]} == seed0["bf16"]
+    # the search's 12 committed records are its runs as the profile resolves them now: the
+    # choice it made (N 780, window 10, the values the profile had) changed no run id
+    searched = ROOT / "results" / "reference" / "recipe-search" / "full" / "core"
+    assert {run_paths(r)[0].name for r in runs["sr_search"]} == {
+        p.name for p in searched.glob("*_core_[ds]p*_s0_*.json")}
+    chosen = [r for r in runs["sr_search"] if r.config["method"] == "dpm"
+              and r.config["options"]["decay_steps"] == 780
+              and r.config["options"]["self_rectifying"]["window"] == 10]
+    plain = resolve(RunSpec(profile="full", method="dpm", target_macs=0.25, val_fraction=0.1))
+    assert [r.run_id for r in chosen] == [plain.run_id]
     compared = runs["core_comparison"] + runs["depgraph_resnet20"]
     assert {r.config["data"]["val_fraction"] for r in compared} == {0.0}
     assert {r.profile.precision for r in compared} == {"bf16"}

@@ -194,7 +194,7 @@ def _dense(spec: RunSpec, profile: Profile) -> Profile:
 def sr_defaults(profile: Profile | str | None = None) -> dict:
     """The Self-Rectifying settings a run of ``profile`` gets where the spec leaves them out:
     ``SR_DEFAULTS`` with the profile's own ``self_rectifying`` values over them (``smoke``: its
-    decays last a few steps, shorter than the default window; ``full``: its provisional window)."""
+    decays last a few steps, shorter than the default window; ``full``: the window it chose)."""
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     return {**SR_DEFAULTS, **p.self_rectifying}
 
