@@ -80,18 +80,23 @@ def test_norm_follows_schedule_and_reaches_exact_zero_at_N():
     assert (pruner.status[ids] == PRUNED).all()
 
 
+def _traced(pruner, sample, steps):
+    """``sample`` after ``steps`` float64 training steps of ``pruner``'s model, hooked after it."""
+    run = Stepper(pruner.groups.model, dtype=torch.float64)
+    for hook in (pruner, sample):
+        hook.on_fit_start(run.state)
+    for _ in range(steps):
+        run.step(pruner)
+        sample.after_step(run.state)
+    return sample
+
+
 @pytest.mark.parametrize("N", [1, 4])
 def test_norm_sample_records_the_schedule_exactly(N):
     """The record a run keeps of the first round: chosen structures at (N − n)/N of L_init, then
     exactly zero; free ones untouched by the decay; 2N + 1 rows. float64, so exact to rounding."""
-    model, groups, pruner = _setup(N=N, dtype=torch.float64, rounds=[0])
-    run = Stepper(model, dtype=torch.float64)
-    sample = NormSample(pruner, k=5)
-    for hook in (pruner, sample):
-        hook.on_fit_start(run.state)
-    for _ in range(3 * N):
-        run.step(pruner)
-        sample.after_step(run.state)
+    _, _, pruner = _setup(N=N, dtype=torch.float64, rounds=[0])
+    sample = _traced(pruner, NormSample(pruner, k=5), steps=3 * N)
     rec = sample.record()
     assert rec["role"].count("free") == 5 and rec["role"].count("chosen") == 5
     schedule = torch.tensor([max(N - n, 0) / N for n in range(2 * N + 1)], dtype=torch.float64)
@@ -112,16 +117,10 @@ def test_norm_sample_record_is_bounded_whatever_n_and_releases():
     among them), however long N and however many Self-Rectifying released: the bounded record is
     the unbounded one thinned, and thinning again changes nothing."""
     N = 6
-    model, groups, pruner = _setup(N=N, dtype=torch.float64, rounds=[0], release_until=NEVER,
-                                   rectifier=SelfRectifying(
-        t_rate=-float("inf"), t_len=-float("inf"), window=2))   # releases every decaying one
-    run = Stepper(model, dtype=torch.float64)
-    sample = NormSample(pruner, k=2, points=5)
-    for hook in (pruner, sample):
-        hook.on_fit_start(run.state)
-    for _ in range(3 * N):
-        run.step(pruner)
-        sample.after_step(run.state)
+    _, _, pruner = _setup(N=N, dtype=torch.float64, rounds=[0], release_until=NEVER,
+                          rectifier=SelfRectifying(t_rate=-float("inf"), t_len=-float("inf"),
+                                                   window=2))   # releases every decaying one
+    sample = _traced(pruner, NormSample(pruner, k=2, points=5), steps=3 * N)
     bounded = sample.record()
     sample.k, sample.points = 10**6, 10**6
     full = sample.record()
