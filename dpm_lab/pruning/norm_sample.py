@@ -63,8 +63,9 @@ def thin(sample: dict, k: int = 8, points: int = 201) -> dict:
 class NormSample(Hook):
     """Trace ``pruner``'s first round: list it after the pruner in ``fit``'s hooks, so it reads
     the norms the pruner has just set. Row n of the trace is the norm after n decay applications
-    (row 0: before the first, i.e. L_init), for ``2 N`` applications. ``k``: how many chosen and
-    how many free structures the record keeps (the free ones drawn with ``seed``). Only a first
+    (row 0: before the first, i.e. L_init), for ``2 N`` applications. ``k``: how many chosen, how
+    many released and how many free structures the record keeps (the free ones drawn with
+    ``seed``). Only a first
     round at fit start is traced (the core's rounds start at step 0); otherwise the record is
     ``None``. ``points``: the most decay applications a record keeps (see :func:`sample_steps`).
     With N = 1 the chosen rows are L_init, then zero. A structure counts as released if
