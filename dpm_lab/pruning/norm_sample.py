@@ -33,7 +33,7 @@ def sample_steps(decay_steps: int, points: int) -> list[int]:
     0, N and 2N among them (where the schedule starts, reaches zero and the trace ends)."""
     if points < 3:
         raise ValueError(f"points must be >= 3 (n = 0, N and 2N), got {points!r}")
-    half = points // 2 + 1 if points % 2 else points // 2
+    half = (points + 1) // 2   # the first half's points; N ends it and starts the second
     n = torch.cat([torch.linspace(0, decay_steps, half),
                    torch.linspace(decay_steps, 2 * decay_steps, points + 1 - half)])
     return sorted(set(n.round().long().tolist()))
