@@ -277,7 +277,8 @@ def test_figures_writes_to_the_home_figures_folder_unless_told_reference(tmp_pat
                    lambda source, out, profile: drawn.append(out) or ([], []))
         assert cli.main(["figures"]) == 0
         assert cli.main(["figures", "--reference"]) == 0
-    assert drawn == [tmp_path / "figures", repo / "figures" / "reference"]
+    # every reference profile, into the user's folder, then into the committed one
+    assert drawn == [tmp_path / "figures"] * 2 + [repo / "figures" / "reference"] * 2
 
 
 def test_report_prints_the_resolved_records_folder_and_no_empty_column(tmp_path):

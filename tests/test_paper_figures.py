@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpm_lab.reporting.paper_figures import draw_all, paper_points
+from dpm_lab.reporting.paper_figures import REFERENCE_PROFILES, draw_all, paper_points
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_committed_figure_is_drawn_again_from_records(tmp_path):
     reference = ROOT / "figures" / "reference"
     committed = sorted(p.name for p in reference.iterdir() if p.suffix in (".png", ".pdf", ".csv"))
-    written, notes = draw_all(ROOT / "results" / "reference", tmp_path)
+    written, notes = [], []
+    for profile in REFERENCE_PROFILES:
+        drawn, skipped = draw_all(ROOT / "results" / "reference", tmp_path, profile)
+        written, notes = written + drawn, notes + skipped
     assert committed and sorted(p.name for p in written) == committed
     assert all(p.stat().st_size > 1000 for p in written if p.suffix != ".csv")
     assert all("skipped" in n for n in notes)

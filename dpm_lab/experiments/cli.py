@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     figs = sub.add_parser("figures", help="draw every committed figure again from the reference "
                                           "records and the paper CSV (no training)")
-    figs.add_argument("--profile", choices=PROFILE_NAMES, default="mini",
-                      help="whose records (default mini)")
+    figs.add_argument("--profile", choices=PROFILE_NAMES, nargs="+", default=None,
+                      help="whose records (default: mini and full, each where it has records)")
     figs.add_argument("--results-dir", default=None,
                       help="records to draw from (default: the repository's results/reference)")
     figs.add_argument("--out", default=None,
@@ -414,7 +414,7 @@ def _drop_inapplicable(spec: RunSpec, dropped: set) -> RunSpec:
 
 
 def _figures(args) -> int:
-    from ..reporting.paper_figures import draw_all
+    from ..reporting.paper_figures import REFERENCE_PROFILES, draw_all
     from ..training.paths import figures_dir, reference_dir
 
     source = Path(args.results_dir) if args.results_dir else reference_dir("results")
@@ -426,7 +426,10 @@ def _figures(args) -> int:
         raise ValueError("no results/reference or figures/reference folder found from the "
                          "working directory upwards; run inside the repository or pass "
                          "--results-dir and --out")
-    written, notes = draw_all(source, out, args.profile)
+    written, notes = [], []
+    for profile in args.profile or REFERENCE_PROFILES:
+        drawn, skipped = draw_all(source, out, profile)
+        written, notes = written + drawn, notes + skipped
     for line in notes:
         print(f"note: {line}")
     print(f"{len(written)} files in {out}: " + ", ".join(sorted(p.name for p in written)))

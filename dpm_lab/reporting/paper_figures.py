@@ -45,6 +45,9 @@ from .stats import adjust, interval, paired_differences
 HOST_FRAMEWORK = {"depgraph": ("DepGraph", "resnet56"), "otov2": ("OTOv2", "vgg16_bn"),
                   "gatedecorator": ("Gate Decorator", "vgg16")}
 STYLE = dict(style="whitegrid", context="paper", palette="colorblind")
+# the profiles whose records figures/reference draws: mini (the CIFAR-10 slice) and full (all of
+# CIFAR-10, issue 25); a profile without records is noted and skipped
+REFERENCE_PROFILES = ("mini", "full")
 
 
 def _save(fig, out: Path, name: str, data: pd.DataFrame) -> list[Path]:
