@@ -1,11 +1,13 @@
 """tools/carry_runs.py: a sweep carried to a fresh home through the repository goes on there with
 the same dense weights and the epochs already trained."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from dpm_lab.errors import DpmLabError
 from dpm_lab.experiments import runner
 from dpm_lab.experiments.profiles import get_profile
 from dpm_lab.experiments.results import make_record, provenance
@@ -122,6 +124,48 @@ def test_restored_dense_model_is_reused_not_retrained(tmp_path, monkeypatch):
         {(cpu_model(), torch.get_num_threads())} and "trained_on" not in record_a
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_dense_model_trained_again_must_repeat_its_record(tmp_path):
+    """A fresh machine given the committed records but not the weights trains the dense model
+    again: kept when the training repeats the recorded one bit for bit (same machine), refused
+    when it differs, since the seed's recorded pruning runs started from the recorded weights."""
+    profile = get_profile("smoke").with_(dataset="synthetic")
+    dirs = {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs"}
+    model_a, record = runner.train_dense(profile, 0, device="cpu", progress=False, **dirs)
+    run = tmp_path / "runs" / "smoke" / "dense"
+    (weights,) = run.glob("*/model.pt")
+    weights.unlink()
+    for ckpt in run.glob("*/*.ckpt"):
+        ckpt.unlink()
+    model_b, again = runner.train_dense(profile, 0, device="cpu", progress=False, **dirs)
+    assert [h["train_loss"] for h in again["history"]] == \
+        [h["train_loss"] for h in record["history"]]
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    (record_file,) = (tmp_path / "results" / "smoke" / "dense").glob("*.json")
+    other = json.loads(record_file.read_text())
+    other["history"][-1]["train_loss"] += 1e-9  # as if recorded on another machine
+    record_file.write_text(json.dumps(other))
+    weights.unlink()
+    for ckpt in run.glob("*/*.ckpt"):
+        ckpt.unlink()
+    with pytest.raises(DpmLabError, match="differs from the recorded one"):
+        runner.train_dense(profile, 0, device="cpu", progress=False, **dirs)
+    assert not weights.exists() and json.loads(record_file.read_text()) == other
+
+
+def test_a_reference_folder_named_after_its_profile(tmp_path):
+    """``results/reference/full`` holds ``<kind>/<name>.json``, without the profile folder."""
+    home, reference = _home(tmp_path / "a"), tmp_path / "reference" / "full"
+    _write(home / "results" / "mini" / "core" / "m.json", "a mini record")
+    carry.save(home, reference, tmp_path / "checkpoints")
+    assert _files(reference) == ["core/done.json", "dense/d0.json"]
+    fresh = tmp_path / "b"
+    fresh.mkdir()
+    carry.restore(fresh, reference, tmp_path / "no-checkpoints")
+    assert _files(fresh) == ["results/full/core/done.json", "results/full/dense/d0.json"]
 
 
 def test_refuses_a_home_that_is_not_a_folder(tmp_path, capsys):

@@ -162,7 +162,8 @@ def test_smoke_pipeline_writes_a_consistent_record(tmp_path):
     single-step run from the same dense model."""
     from dpm_lab.experiments.profiles import get_profile
     from dpm_lab.experiments.runner import loaders, run, run_paths
-    from dpm_lab.reporting.figures import report
+    from dpm_lab.errors import DpmLabError
+    from dpm_lab.reporting.figures import PAIR_COLUMNS, recorded_pairs, report
     from dpm_lab.experiments.method import selection_rounds
     from dpm_lab.experiments.runspec import RunSpec
 
@@ -187,3 +188,12 @@ def test_smoke_pipeline_writes_a_consistent_record(tmp_path):
     core = {c.name: c for c in report(profile.name, dirs["results_dir"], tmp_path / "fig")}["core"]
     assert "iterative - single-step" in set(core.pairs["comparison"])
     assert core.figure.exists()
+    # notebook 02's view: the iterative rows, the family still the whole table
+    figure, rows, summary = recorded_pairs(profile.name, "iterative", dirs["results_dir"],
+                                           tmp_path / "fig")
+    assert figure == core.figure and list(rows.columns) == PAIR_COLUMNS
+    assert list(rows["comparison"]) == ["iterative - single-step"]
+    assert f"Holm family m = {core.pairs['m'].iloc[0]}" in summary and "seeds per pair 1" in summary
+    with pytest.raises(DpmLabError, match="no 'depgraph' records of profile 'smoke'.*core"):
+        recorded_pairs(profile.name, "iterative", dirs["results_dir"], tmp_path / "fig",
+                       host="depgraph")

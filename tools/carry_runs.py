@@ -79,9 +79,21 @@ def carried_files(home: Path) -> dict[Path, Path]:
 
 def run_records(results: Path) -> list[Path]:
     """The run records under a results folder, ``<profile>/<kind>/<name>.json`` (relative): not
-    the committed ``reference/`` folder of a home that is a clone of this repository."""
+    the committed ``reference/`` folder of a home that is a clone of this repository. A reference
+    folder named after a profile (``results/reference/full``) holds ``<kind>/<name>.json``."""
+    if results.name in PROFILE_NAMES:
+        return [results.name / f.relative_to(results) for f in sorted(results.glob("*/*.json"))]
     return [f.relative_to(results) for f in sorted(results.glob("*/*/*.json"))
             if f.relative_to(results).parts[0] in PROFILE_NAMES]
+
+
+def in_reference(reference: Path, rel: Path) -> Path | None:
+    """Where the record ``rel`` (``<profile>/<kind>/<name>.json``) is kept under ``reference``:
+    ``reference/rel``, or ``reference/<kind>/<name>.json`` in a reference folder named after its
+    profile; ``None`` for another profile's record, which such a folder does not take."""
+    if reference.name not in PROFILE_NAMES:
+        return reference / rel
+    return reference / rel.relative_to(rel.parts[0]) if rel.parts[0] == reference.name else None
 
 
 def differs(source: Path, out: Path) -> bool:
@@ -99,8 +111,11 @@ def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) ->
                  "committed reference folder, e.g. results/reference/full")
     carried = {checkpoints / rel: src for rel, src in carried_files(home).items()}
     # a dense record restored from checkpoints/ (another sweep's) is not this sweep's record
-    records = {reference / rel: home / "results" / rel for rel in run_records(home / "results")
-               if not (checkpoints / rel.with_suffix("") / DENSE_RECORD).exists()}
+    records = {}
+    for rel in run_records(home / "results"):
+        out = in_reference(reference, rel)
+        if out is not None and not (checkpoints / rel.with_suffix("") / DENSE_RECORD).exists():
+            records[out] = home / "results" / rel
     # resume checkpoints move on; shared phases and records must never change under their id
     fixed = {out: src for out, src in {**carried, **records}.items() if out.suffix != ".ckpt"}
     conflicts = [out for out, src in fixed.items() if out.exists() and differs(src, out)]
@@ -114,7 +129,8 @@ def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) ->
             print(f"saved     {out}")
     for old in sorted(checkpoints.glob("*/*/*/*.ckpt")):  # resume state of a run now finished
         run = home / "runs" / old.parent.relative_to(checkpoints)
-        if finished(home, run) or (reference / f"{old.parent.relative_to(checkpoints)}.json").exists():
+        committed = in_reference(reference, Path(f"{old.parent.relative_to(checkpoints)}.json"))
+        if finished(home, run) or (committed is not None and committed.exists()):
             old.unlink()
             print(f"dropped   {old} (its run finished)")
 
@@ -127,7 +143,8 @@ def restore(home: Path, reference: Path, checkpoints: Path) -> None:
         run = home / "runs" / f.parent.relative_to(checkpoints)
         # a dense record goes where the runner looks for it
         wanted[record_path(home, run) if f.name == DENSE_RECORD else run / f.name] = f
-    wanted.update({home / "results" / rel: reference / rel for rel in run_records(reference)})
+    wanted.update({home / "results" / rel: in_reference(reference, rel)
+                   for rel in run_records(reference)})
     missing = {out: src for out, src in wanted.items() if not out.exists()}
     for out, src in missing.items():
         copy(src, out)

@@ -20,6 +20,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from ..errors import DpmLabError
 from ..experiments.runspec import describe
 from ..training.data import dataset_label
 from ..training.paths import figures_dir
@@ -478,6 +479,31 @@ def report(profile: str = "mini", results_dir=None, out_dir=None) -> list[Compar
         found.append(Comparison(host, table[cols], path, notes, pairs,
                                 self_rectifying_table(records, final_metric(records))))
     return found
+
+
+PAIR_COLUMNS = ["comparison", "target", "seeds", "diff", "ci95_low", "ci95_high", "p", "p_holm",
+                "holm_low", "holm_high", "claim"]
+
+
+def recorded_pairs(profile: str, contains: str, results_dir=None, out_dir=None,
+                   host: str = "core") -> tuple[Path, pd.DataFrame, str]:
+    """A notebook's view of one question in ``report``'s table: the accuracy-vs-MACs figure of
+    ``host``, the paired rows whose comparison names ``contains`` (``PAIR_COLUMNS``; the Holm
+    family stays the whole table) and one line saying which targets and how many seeds per pair
+    are recorded, the family size and which of these rows are claimed. A sweep still running
+    across sessions has fewer seeds at some targets; the line says so instead of hiding it."""
+    found = {c.name: c for c in report(profile, results_dir, out_dir)}
+    if host not in found:
+        raise DpmLabError(f"no {host!r} records of profile {profile!r} under "
+                          f"{results_dir or 'the results folder'}; found: {sorted(found) or 'none'}")
+    comparison = found[host]
+    rows = comparison.pairs[comparison.pairs["comparison"].str.contains(contains, regex=False)]
+    claimed = [f"{r.comparison} at {r.target}" for r in rows.itertuples() if r.claim]
+    summary = (f"{profile} profile, {host}: targets {', '.join(sorted(rows['target'].unique()))}; "
+               f"seeds per pair {', '.join(str(s) for s in sorted(set(rows['seeds'])))}; "
+               f"Holm family m = {comparison.pairs['m'].iloc[0]}; claimed among the rows naming "
+               f"{contains!r}: {', '.join(claimed) or 'none'}")
+    return comparison.figure, rows[PAIR_COLUMNS].reset_index(drop=True), summary
 
 
 def method_pairs(records: pd.DataFrame, host: str) -> pd.DataFrame:
