@@ -161,9 +161,10 @@ def evaluate(model: nn.Module, loader, device=None) -> float:
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse an unknown ``precision``, and ``bf16`` on a device without bfloat16 kernels (a CPU
     without oneDNN's bf16 support, which needs AVX-512, or a CUDA card before Ampere): there
-    autocast would still run, emulated and slower than float32, which is never what bf16 is
-    asked for. An error, not a fallback to fp32: the run's identity and record say bf16, so it
-    must train in bf16 or not at all."""
+    autocast would still run, emulated and slower than float32 (16x slower on a 2-core AVX2
+    EPYC, results/reference/bench/cpu_speed_avx2.json), which is never what bf16 is asked for.
+    An error, not a fallback to fp32: the run's identity and record say bf16, so it must train
+    in bf16 or not at all."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if precision == "bf16":
@@ -175,7 +176,9 @@ def check_precision(precision: str, device: torch.device) -> None:
         if not supported:
             raise ValueError(f"precision 'bf16' needs bfloat16 kernels, which device {device} "
                              f"lacks (CPU: oneDNN bf16, i.e. AVX-512; CUDA: Ampere or newer); "
-                             f"use precision 'fp32'")
+                             f"use precision 'fp32', which is another run with its own id and "
+                             f"dense model (not paired with bf16 records), or a machine that "
+                             f"has them")
 
 
 def _autocast(device: torch.device, precision: str):
