@@ -1,5 +1,6 @@
 """tools/carry_runs.py: a sweep carried to a fresh home through the repository goes on there with
 the same dense weights and the epochs already trained."""
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -129,8 +130,10 @@ def test_restored_dense_model_is_reused_not_retrained(tmp_path, monkeypatch):
 def test_a_dense_model_trained_again_must_repeat_its_record(tmp_path):
     """A fresh machine given the committed records but not the weights trains the dense model
     again: kept when the training repeats the recorded one bit for bit (same machine), refused
-    when it differs, since the seed's recorded pruning runs started from the recorded weights."""
-    profile = get_profile("smoke").with_(dataset="synthetic")
+    when it differs, since the seed's recorded pruning runs started from the recorded weights;
+    stopped at the first epoch that departs, not after the last."""
+    smoke = get_profile("smoke")
+    profile = smoke.with_(dataset="synthetic", dense=dataclasses.replace(smoke.dense, epochs=2))
     dirs = {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs"}
     model_a, record = runner.train_dense(profile, 0, device="cpu", progress=False, **dirs)
     run = tmp_path / "runs" / "smoke" / "dense"
@@ -146,14 +149,15 @@ def test_a_dense_model_trained_again_must_repeat_its_record(tmp_path):
 
     (record_file,) = (tmp_path / "results" / "smoke" / "dense").glob("*.json")
     other = json.loads(record_file.read_text())
-    other["history"][-1]["train_loss"] += 1e-9  # as if recorded on another machine
+    other["history"][0]["train_loss"] += 1e-9  # as if recorded on another machine
     record_file.write_text(json.dumps(other))
     weights.unlink()
     for ckpt in run.glob("*/*.ckpt"):
         ckpt.unlink()
-    with pytest.raises(DpmLabError, match="differs from the recorded one"):
+    with pytest.raises(DpmLabError, match="departs from the recorded one at epoch 1 "):
         runner.train_dense(profile, 0, device="cpu", progress=False, **dirs)
     assert not weights.exists() and json.loads(record_file.read_text()) == other
+    assert not list(run.glob("*/*.ckpt"))  # stopped before the departing epoch's checkpoint
 
 
 def test_a_reference_folder_named_after_its_profile(tmp_path):

@@ -34,7 +34,7 @@ from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
 from ..training.data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
                              split_validation)
-from ..training.engine import cpu_model, default_device, fit
+from ..training.engine import Hook, cpu_model, default_device, fit
 from ..training.metrics import conv_widths, macs_params
 from ..training.models import get_model, input_size, pretrained_model
 from ..training.paths import (results_dir as default_results_dir, runs_dir as default_runs_dir,
@@ -111,7 +111,8 @@ def _train_dense(model, profile, seed, config, data, run, record_path, device, p
     t0 = time.time()
     history = fit(model, data.train, data.test, profile.dense, checkpoint=run / "train.ckpt",
                   resume=True, device=device, seed=seed, progress=progress, desc="dense",
-                  val_loader=data.val, precision=profile.precision)
+                  val_loader=data.val, precision=profile.precision,
+                  hooks=[RepeatsRecord(recorded, record_path)])
     if recorded is not None:
         check_same_training(recorded, history, record_path)
     save_checkpoint(model.state_dict(), run / "model.pt")
@@ -128,24 +129,42 @@ def _trajectory(history: list[dict]) -> list[tuple]:
     return [(h["epoch"], h["train_loss"], h["test_acc"]) for h in history]
 
 
-def check_same_training(recorded: dict, history: list[dict], record_path: Path) -> None:
+def check_same_training(recorded: dict, history: list[dict], record_path: Path,
+                        so_far: bool = False) -> None:
     """Refuse a dense model trained again (its record was there, its weights were not: a fresh
     machine given the committed records) whose training differs from the recorded one. The
     pruning runs already recorded for that seed started from the recorded weights; runs started
     from other weights would no longer pair with them, under the same run id. Float results
     change with the CPU and thread count, so this happens on another kind of machine; the
-    per-epoch losses tell, to the last bit. Neither weights nor record are written then."""
-    if _trajectory(recorded["history"]) == _trajectory(history):
+    per-epoch losses tell, to the last bit. ``so_far``: compare the epochs trained until now
+    with the record's first ones. Neither weights nor record are written then."""
+    want, got = _trajectory(recorded["history"]), _trajectory(history)
+    if got == (want[:len(got)] if so_far else want):
         return
+    epoch = next((g[0] for g, w in zip(got, want) if g != w), min(len(got), len(want)) + 1)
     was = {h.get("cpu", "unknown") for h in recorded["history"]}
     raise DpmLabError(
         f"{record_path.name}: its weights were missing, so the dense model was trained again, "
-        f"and this training differs from the recorded one (final test top-1 "
-        f"{history[-1]['test_acc']} vs {recorded['history'][-1]['test_acc']}; recorded on "
+        f"and this training departs from the recorded one at epoch {epoch} (recorded on "
         f"{' + '.join(sorted(was))}, now {cpu_model()}). The pruning runs recorded for seed "
         f"{recorded['seed']} started from the recorded weights: restore them "
         "(tools/carry_runs.py restore), train on the kind of machine that recorded them, or move "
         "that seed's records out of the results folder to start the seed anew")
+
+
+class RepeatsRecord(Hook):
+    """Stop a dense model trained again at the first epoch that departs from its record
+    (:func:`check_same_training`), before that epoch's checkpoint, not after all of them. Always
+    among the dense training's hooks (a no-op without a record), so its checkpoints resume with
+    or without one; stateless, so checkpoints written before it existed resume too."""
+    optional_state = True
+
+    def __init__(self, recorded: dict | None, record_path: Path):
+        self.recorded, self.record_path = recorded, record_path
+
+    def on_epoch_end(self, state) -> None:
+        if self.recorded is not None:
+            check_same_training(self.recorded, state.history, self.record_path, so_far=True)
 
 
 def run_paths(spec: RunSpec | object, results_dir=None, runs_dir=None) -> tuple[Path, Path]:
