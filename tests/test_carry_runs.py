@@ -141,13 +141,13 @@ def test_a_dense_model_trained_again_must_repeat_its_record(tmp_path):
     weights.unlink()
     for ckpt in run.glob("*/*.ckpt"):
         ckpt.unlink()
+    (record_file,) = (tmp_path / "results" / "smoke" / "dense").glob("*.json")
+    committed = record_file.read_bytes()
     model_b, again = runner.train_dense(profile, 0, device="cpu", progress=False, **dirs)
-    assert [h["train_loss"] for h in again["history"]] == \
-        [h["train_loss"] for h in record["history"]]
+    assert again == record and record_file.read_bytes() == committed  # the record stays as is
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
 
-    (record_file,) = (tmp_path / "results" / "smoke" / "dense").glob("*.json")
     other = json.loads(record_file.read_text())
     other["history"][0]["train_loss"] += 1e-9  # as if recorded on another machine
     record_file.write_text(json.dumps(other))
@@ -170,6 +170,20 @@ def test_a_reference_folder_named_after_its_profile(tmp_path):
     fresh.mkdir()
     carry.restore(fresh, reference, tmp_path / "no-checkpoints")
     assert _files(fresh) == ["results/full/core/done.json", "results/full/dense/d0.json"]
+
+
+def test_a_dense_model_being_trained_again_carries_its_resume_state(tmp_path):
+    """Restored from the committed records without its weights, a dense model trains again over
+    sessions: its resume checkpoint travels, and its committed record does not count as done."""
+    home, reference = tmp_path / "a", tmp_path / "reference" / "full"
+    _write(reference / "dense" / "d1.json", "committed dense record")
+    home.mkdir()
+    carry.restore(home, reference, tmp_path / "checkpoints")
+    _write(home / "runs" / "full" / "dense" / "d1" / "train.ckpt", "epoch 12 of 30")
+    for _ in range(2):  # the second save must not drop it either
+        carry.save(home, reference, tmp_path / "checkpoints")
+        assert _files(tmp_path / "checkpoints") == ["full/dense/d1/train.ckpt"]
+    assert (reference / "dense" / "d1.json").read_text() == "committed dense record"
 
 
 def test_refuses_a_home_that_is_not_a_folder(tmp_path, capsys):

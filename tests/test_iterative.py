@@ -194,6 +194,8 @@ def test_smoke_pipeline_writes_a_consistent_record(tmp_path):
     assert figure == core.figure and list(rows.columns) == PAIR_COLUMNS
     assert list(rows["comparison"]) == ["iterative - single-step"]
     assert f"Holm family m = {core.pairs['m'].iloc[0]}" in summary and "seeds per pair 1" in summary
+    with pytest.raises(DpmLabError, match="no paired comparison names 'tpp'.*iterative - single"):
+        recorded_pairs(profile.name, "tpp", dirs["results_dir"], tmp_path / "fig")
     with pytest.raises(DpmLabError, match="no 'depgraph' records of profile 'smoke'.*core"):
         recorded_pairs(profile.name, "iterative", dirs["results_dir"], tmp_path / "fig",
                        host="depgraph")

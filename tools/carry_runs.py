@@ -55,8 +55,12 @@ def is_sparse_learning(run: Path) -> bool:
 
 
 def finished(home: Path, run: Path) -> bool:
+    """A dense model needs its weights as well as its record: one restored from the committed
+    records alone is being trained again, and its resume checkpoint must travel."""
     if is_sparse_learning(run):
         return (run / "model.pt").exists()
+    if run.parent.name == "dense":
+        return record_path(home, run).exists() and (run / "model.pt").exists()
     return record_path(home, run).exists()
 
 
@@ -128,9 +132,12 @@ def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) ->
             copy(src, out)
             print(f"saved     {out}")
     for old in sorted(checkpoints.glob("*/*/*/*.ckpt")):  # resume state of a run now finished
-        run = home / "runs" / old.parent.relative_to(checkpoints)
-        committed = in_reference(reference, Path(f"{old.parent.relative_to(checkpoints)}.json"))
-        if finished(home, run) or (committed is not None and committed.exists()):
+        rel = old.parent.relative_to(checkpoints)
+        committed = in_reference(reference, Path(f"{rel}.json"))
+        # by another home: a pruning run's committed record, a dense model's carried weights
+        elsewhere = ((old.parent / "model.pt").exists() if rel.parent.name == "dense"
+                     else committed is not None and committed.exists())
+        if finished(home, home / "runs" / rel) or elsewhere:
             old.unlink()
             print(f"dropped   {old} (its run finished)")
 

@@ -495,13 +495,19 @@ def recorded_pairs(profile: str, contains: str, results_dir=None, out_dir=None,
     found = {c.name: c for c in report(profile, results_dir, out_dir)}
     if host not in found:
         raise DpmLabError(f"no {host!r} records of profile {profile!r} under "
-                          f"{results_dir or 'the results folder'}; found: {sorted(found) or 'none'}")
+                          f"{results_dir or 'the results folder'}; found: "
+                          f"{sorted(found) or 'none'}")
     comparison = found[host]
-    rows = comparison.pairs[comparison.pairs["comparison"].str.contains(contains, regex=False)]
+    pairs = comparison.pairs
+    names = sorted(set(pairs["comparison"])) if not pairs.empty else []
+    rows = pairs[pairs["comparison"].str.contains(contains, regex=False)] if names else pairs
+    if rows.empty:
+        raise DpmLabError(f"no paired comparison names {contains!r} in the {host!r} records of "
+                          f"profile {profile!r}; there are: {names or 'none'}")
     claimed = [f"{r.comparison} at {r.target}" for r in rows.itertuples() if r.claim]
     summary = (f"{profile} profile, {host}: targets {', '.join(sorted(rows['target'].unique()))}; "
                f"seeds per pair {', '.join(str(s) for s in sorted(set(rows['seeds'])))}; "
-               f"Holm family m = {comparison.pairs['m'].iloc[0]}; claimed among the rows naming "
+               f"Holm family m = {pairs['m'].iloc[0]}; claimed among the rows naming "
                f"{contains!r}: {', '.join(claimed) or 'none'}")
     return comparison.figure, rows[PAIR_COLUMNS].reset_index(drop=True), summary
 
