@@ -54,12 +54,16 @@ def is_sparse_learning(run: Path) -> bool:
     return run.name.startswith("sl_")
 
 
+def is_dense(run: Path) -> bool:
+    return run.parent.name == "dense"
+
+
 def finished(home: Path, run: Path) -> bool:
     """A dense model needs its weights as well as its record: one restored from the committed
     records alone is being trained again, and its resume checkpoint must travel."""
     if is_sparse_learning(run):
         return (run / "model.pt").exists()
-    if run.parent.name == "dense":
+    if is_dense(run):
         return record_path(home, run).exists() and (run / "model.pt").exists()
     return record_path(home, run).exists()
 
@@ -73,7 +77,7 @@ def carried_files(home: Path) -> dict[Path, Path]:
         rel = run.relative_to(runs)
         if not finished(home, run):
             files.update({rel / f.name: f for f in sorted(run.glob("*.ckpt"))})
-        elif run.parent.name == "dense":
+        elif is_dense(run):
             files.update({rel / "model.pt": run / "model.pt",
                           rel / DENSE_RECORD: record_path(home, run)})
         elif is_sparse_learning(run):
@@ -135,7 +139,7 @@ def save(home: Path, reference: Path, checkpoints: Path, force: bool = False) ->
         rel = old.parent.relative_to(checkpoints)
         committed = in_reference(reference, Path(f"{rel}.json"))
         # by another home: a pruning run's committed record, a dense model's carried weights
-        elsewhere = ((old.parent / "model.pt").exists() if rel.parent.name == "dense"
+        elsewhere = ((old.parent / "model.pt").exists() if is_dense(rel)
                      else committed is not None and committed.exists())
         if finished(home, home / "runs" / rel) or elsewhere:
             old.unlink()

@@ -113,11 +113,11 @@ def _train_dense(model, profile, seed, config, data, run, record_path, device, p
                   resume=True, device=device, seed=seed, progress=progress, desc="dense",
                   val_loader=data.val, precision=profile.precision,
                   hooks=[RepeatsRecord(recorded, record_path)])
-    if recorded is not None:  # the same training: its weights again, its record unchanged
+    if recorded is not None:
         check_same_training(recorded, history, record_path)
-        save_checkpoint(model.state_dict(), run / "model.pt")
-        return model, recorded
     save_checkpoint(model.state_dict(), run / "model.pt")
+    if recorded is not None:  # the same training: its weights again, its record unchanged
+        return model, recorded
     macs, params = macs_params(model, input_size(profile.model))
     record = make_record("dense", config=config, profile=profile.name, seed=seed,
                          dataset=profile.dataset, model=profile.model, history=history, macs=macs,
@@ -150,8 +150,8 @@ def check_same_training(recorded: dict, history: list[dict], record_path: Path,
         f"{record_path.name}: its weights were missing, so the dense model was trained again, "
         f"and this training departs from the recorded one at epoch {epoch} (recorded on "
         f"{' + '.join(sorted(was))}; now {cpu_model()}, {torch.get_num_threads()} threads). "
-        f"The pruning runs recorded for seed "
-        f"{recorded['seed']} started from the recorded weights: restore them "
+        f"The pruning runs recorded for seed {recorded['seed']} started from the recorded "
+        "weights: restore them "
         "(tools/carry_runs.py restore), train on the kind of machine that recorded them, or move "
         "that seed's records out of the results folder to start the seed anew")
 
