@@ -4,6 +4,7 @@ import torch
 from dpm_lab.experiments.profiles import get_profile
 from dpm_lab.training.checkpoint import load_checkpoint
 from dpm_lab.training.config import TrainConfig
+from dpm_lab.training import engine
 from dpm_lab.training.engine import Hook, LRFactor, fit
 from dpm_lab.training.models import get_model
 
@@ -133,3 +134,22 @@ def test_with_epochs_scales_milestones():
     assert cfg.with_epochs(2).milestones == (1,)  # collapsed ones merge, none at 0 or the end
     with pytest.raises(ValueError, match="0"):
         cfg.with_epochs(0)
+
+
+@pytest.mark.parametrize("device, kernels, expected", [
+    ("cpu", "AVX512", torch.channels_last), ("cpu", "AVX2", torch.contiguous_format),
+    ("cpu", "DEFAULT", torch.contiguous_format), ("cuda", "AVX2", torch.channels_last)])
+def test_channels_last_only_where_its_kernels_are_fast_and_sound(monkeypatch, device, kernels,
+                                                                 expected):
+    """On AVX2, oneDNN's channels_last weight gradient of a 1x1 stride-2 convolution with 5 input
+    channels (a pruned ResNet's shortcut) corrupts the heap: such a CPU trains NCHW, model and
+    batches alike (``memory_format``'s docstring has the crash)."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
+    assert engine.memory_format(device) == expected
+    if device == "cpu":
+        other = ({torch.channels_last, torch.contiguous_format} - {expected}).pop()
+        model = engine.place_model(torch.nn.Conv2d(5, 6, 3), device)
+        x = engine._layout(torch.randn(2, 5, 8, 8), torch.device(device))
+        for t in (model.weight, x):
+            assert t.is_contiguous(memory_format=expected)
+            assert not t.is_contiguous(memory_format=other)

@@ -188,15 +188,36 @@ def _autocast(device: torch.device, precision: str):
             else nullcontext())
 
 
+def memory_format(device) -> torch.memory_format:
+    """The memory format the engine trains and evaluates in on ``device``: channels_last on CUDA
+    (tensor cores) and on CPUs whose kernels are AVX-512, where it was measured ~45 % faster for
+    ResNet-20 training (2 cores, torch 2.14: 920-960 vs 634-668 img/s at batch 128); NCHW on
+    every other CPU. On AVX2, torch 2.14.1's oneDNN breaks in channels_last: the weight gradient
+    of a 1x1 convolution of stride 2 whose input channels are not a multiple of 8 (the
+    downsampling shortcut of a pruned ResNet, e.g. 5 -> 6 channels) corrupts the heap, and the
+    process aborts, dies of a bus error or hangs (2-core Zen 3, 2026-12-07)::
+
+        conv = nn.Conv2d(5, 6, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
+        x = torch.randn(128, 5, 32, 32).to(memory_format=torch.channels_last)
+        conv(x).sum().backward()   # "free(): invalid next size"; fine in NCHW or with 8 inputs
+
+    Dense ResNet-20 trains 1.5x faster there in channels_last (442 against 297 img/s,
+    results/reference/bench/cpu_speed_avx2.json), but a rule that looked at the shapes would have
+    to follow every pruning round; the whole engine runs NCHW on such a CPU instead."""
+    device = torch.device(device)
+    fast = device.type == "cuda" or (device.type == "cpu" and
+                                     torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
+    return torch.channels_last if fast else torch.contiguous_format
+
+
 def place_model(model: nn.Module, device) -> nn.Module:
-    """Move ``model`` to ``device`` in the memory format the engine trains in (channels_last)."""
-    return model.to(torch.device(device), memory_format=torch.channels_last)
+    """Move ``model`` to ``device`` in the engine's :func:`memory_format`."""
+    return model.to(torch.device(device), memory_format=memory_format(device))
 
 
 def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    # channels_last everywhere: on CUDA for tensor cores; on CPU it was measured ~45 % faster for
-    # ResNet-20 training (2 cores, torch 2.14: 920-960 vs 634-668 img/s at batch 128).
-    return x.contiguous(memory_format=torch.channels_last)
+    # the model's memory format (place_model), so that no convolution changes layout per step
+    return x.contiguous(memory_format=memory_format(device))
 
 
 def cpu_model() -> str:
@@ -242,7 +263,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, hooks=(),
     ``checkpoint``: a file rewritten (atomically) after every epoch. ``resume=True`` continues
     from it when it exists. ``progress=None`` shows a tqdm bar only on a terminal and one line per
     epoch everywhere; ``progress=False`` is silent.
-    The model runs in channels_last (faster on CUDA and, measured, on CPU).
+    The model runs in channels_last where that is fast and sound (:func:`memory_format`).
     ``precision``: ``"fp32"`` (the default, on every device), or ``"bf16"``: the forward pass and
     the loss of each training step under ``torch.autocast(dtype=torch.bfloat16)``, so
     convolutions compute in bfloat16 while the parameters, their gradients, the optimiser's
