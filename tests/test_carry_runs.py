@@ -3,8 +3,6 @@ the same dense weights and the epochs already trained."""
 import dataclasses
 import importlib.util
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -186,26 +184,6 @@ def test_a_dense_model_being_trained_again_carries_its_resume_state(tmp_path):
         carry.save(home, reference, tmp_path / "checkpoints")
         assert _files(tmp_path / "checkpoints") == ["full/dense/d1/train.ckpt"]
     assert (reference / "dense" / "d1.json").read_text() == "committed dense record"
-
-
-def test_carried_shared_phases_are_committed_and_resume_checkpoints_are_not(tmp_path):
-    """No machine has outlived a session, so the weights every run of a seed starts from travel in
-    git; resume state, rewritten every epoch, stays out of it. Asked of git for exactly the paths
-    ``save`` writes (the repository's .gitignore alone: ``--no-index``, no global excludes)."""
-    repo = _TOOL.parent.parent
-    if shutil.which("git") is None or not (repo / ".git").exists():
-        pytest.skip("not a git checkout")
-    carried = sorted(carry.carried_files(_home(tmp_path)))
-    assert {p.suffix for p in carried} == {".pt", ".json", ".ckpt"}
-
-    def ignored(rel: Path) -> bool:
-        done = subprocess.run(["git", "-c", "core.excludesFile=", "check-ignore", "--no-index",
-                               "-q", f"checkpoints/{rel.as_posix()}"], cwd=repo)
-        assert done.returncode in (0, 1), f"git check-ignore failed ({done.returncode})"
-        return done.returncode == 0
-
-    assert [p for p in carried if ignored(p)] == [p for p in carried if p.suffix == ".ckpt"]
-    assert not ignored(Path("README.md"))
 
 
 def test_refuses_a_home_that_is_not_a_folder(tmp_path, capsys):

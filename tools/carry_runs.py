@@ -16,13 +16,12 @@ are committed under ``results/reference/`` anyway; what else it needs to go on e
   weights first and the record last.
 
 Finished pruning runs need nothing: their records are enough (their pruned ``model.pt`` is not
-carried). ``save`` copies those files into ``checkpoints/`` (same layout as ``runs/``; the
-shared phases are committed, the resume checkpoints git-ignored: ``checkpoints/README.md``) and
-the sweep's records into the reference folder; ``restore`` copies what is missing into a fresh
-home, where the same sweep command then reads back the finished runs and resumes the rest.
-``save`` refuses to replace a carried shared phase or a committed record by different bytes (that
-would change what committed runs started from) unless ``--force``, and deletes carried resume
-checkpoints whose run has finished since. One home per reference folder:
+carried). ``save`` copies those files into ``checkpoints/`` (git-ignored: keep it on lasting
+storage; same layout as ``runs/``) and the sweep's records into the reference folder; ``restore``
+copies what is missing into a fresh home, where the same sweep command then reads back the finished
+runs and resumes the rest. ``save`` refuses to replace a carried shared phase or a committed record
+by different bytes (that would change what committed runs started from) unless ``--force``, and
+deletes carried resume checkpoints whose run has finished since. One home per reference folder:
 ``save`` copies every record of the home into ``--reference``.
 
     python tools/carry_runs.py save    --home H --reference results/reference/recipe-search
@@ -172,8 +171,8 @@ def main(argv=None) -> None:
     parser.add_argument("--reference", type=Path, required=True,
                         help="where its records are committed, e.g. results/reference/full")
     parser.add_argument("--checkpoints", type=Path, default=REPO / "checkpoints",
-                        help="the folder of carried checkpoints (default: %(default)s, whose "
-                             "shared phases are committed; its resume checkpoints are not)")
+                        help="the folder of carried checkpoints, on storage that outlives "
+                             "the machine (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="save: replace committed shared phases or records that differ")
     args = parser.parse_args(argv)
