@@ -1,16 +1,20 @@
 """Sweeps that scale: several worker processes split a grid through file-system claims, and a
 sweep killed with SIGKILL (twice) and restarted ends with exactly one record per grid point,
-no temporary file and no claim left behind."""
+no temporary file and no claim left behind; a worker whose next point needs a dense model that
+another process is training runs other points meanwhile."""
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from dpm_lab.training.claims import release, remove_stale_temporaries, try_claim, writing
 
+fork = multiprocessing.get_context("fork")  # a claim holder touches files only: no torch
 GRID = ["--profile", "smoke", "--data", "synthetic", "--method", "single-step", "sp", "dpm",
         "--seed", "0", "1"]
 
@@ -93,4 +97,47 @@ def test_a_grid_submitted_through_submitits_local_executor_runs_once(tmp_path):
     assert sorted(r["method"] for r in records) == ["single-step", "sp"]
     assert records[0]["dense_run_id"] == records[1]["dense_run_id"]   # one dense model, shared
     assert submit(specs, executor, **dirs) == []                       # all recorded: nothing to do
+    assert list(tmp_path.glob("**/*.claim")) == []
+
+
+def _hold_claim(path, holding):
+    assert try_claim(path)
+    holding.set()
+    time.sleep(600)
+
+
+def test_a_worker_runs_other_points_while_another_process_trains_the_dense_model_it_needs(
+        tmp_path):
+    from dpm_lab.experiments.profiles import get_profile
+    from dpm_lab.experiments.runner import _work, dense_paths, run_paths
+    from dpm_lab.experiments.runspec import RunSpec
+
+    profile = get_profile("smoke").with_(dataset="synthetic")
+    specs = [RunSpec(profile=profile, method="single-step", seed=s) for s in (0, 1)]
+    dirs = dict(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", device="cpu")
+    dense0 = dense_paths(profile, 0, dirs["results_dir"], dirs["runs_dir"])[0]
+    holding = fork.Event()
+    holder = fork.Process(target=_hold_claim, args=(dense0, holding))  # "training" dense s0
+    holder.start()
+    assert holding.wait(timeout=30)
+    seed1 = run_paths(specs[1], dirs["results_dir"], dirs["runs_dir"])[0]
+    seen = {}
+
+    def free_the_phase_once_seed_1_is_recorded():
+        deadline = time.time() + 120
+        while not seed1.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        seen["seed 1 recorded while dense s0 was held"] = seed1.exists()
+        holder.kill()
+
+    watcher = threading.Thread(target=free_the_phase_once_seed_1_is_recorded)
+    watcher.start()
+    try:
+        _work(specs, False, dirs, bar=False)
+    finally:
+        watcher.join()
+        holder.join()
+    assert seen == {"seed 1 recorded while dense s0 was held": True}
+    seed0 = run_paths(specs[0], dirs["results_dir"], dirs["runs_dir"])[0]
+    assert dense0.exists() and seed0.exists()       # then it trained dense s0 and ran seed 0
     assert list(tmp_path.glob("**/*.claim")) == []

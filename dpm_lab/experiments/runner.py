@@ -31,7 +31,8 @@ from ..hosts import entry
 from ..pruning import save_pruned
 from ..training import distributed
 from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..training.claims import exclusive, release, remove_stale_temporaries, shared_phase, try_claim
+from ..training.claims import (PhaseBusy, exclusive, phases_wait, release,
+                               remove_stale_temporaries, shared_phase, try_claim)
 from ..training.data import (TensorLoader, imagefolder_loaders, imagenet_root, load_dataset,
                              split_validation)
 from ..training.engine import Hook, cpu_model, default_device, fit
@@ -89,11 +90,9 @@ def train_dense(profile: Profile | str | None = None, seed: int = 0, *, results_
     same profile and seed starts from this one checkpoint whatever its own options.
     """
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    results, runs = _dirs(results_dir, runs_dir)
     device = torch.device(device) if device else default_device()
     config = dense_config(profile, seed)
-    name = f"{profile.model}_{profile.dataset}_s{seed}_{config_hash(config)}"
-    run, record_path = runs / profile.name / "dense" / name, results / profile.name / "dense" / f"{name}.json"
+    record_path, run = dense_paths(profile, seed, results_dir, runs_dir)
     data = loaders(profile, seed, device, data_root)
     torch.manual_seed(seed)
     model = get_model(profile.model, data.num_classes)
@@ -104,6 +103,14 @@ def train_dense(profile: Profile | str | None = None, seed: int = 0, *, results_
             return model.to(device), finished
         return _train_dense(model, profile, seed, config, data, run, record_path, device,
                             progress, recorded=finished)
+
+
+def dense_paths(profile: Profile, seed: int, results_dir=None, runs_dir=None) -> tuple[Path, Path]:
+    """``(record path, checkpoint folder)`` of the dense model of ``profile`` and ``seed``."""
+    results, runs = _dirs(results_dir, runs_dir)
+    name = f"{profile.model}_{profile.dataset}_s{seed}_{config_hash(dense_config(profile, seed))}"
+    return (results / profile.name / "dense" / f"{name}.json",
+            runs / profile.name / "dense" / name)
 
 
 def _train_dense(model, profile, seed, config, data, run, record_path, device, progress,
@@ -334,25 +341,33 @@ def _work(specs, progress, kwargs, bar: bool, threads: int | None = None) -> Non
         return
     record = {id(s): run_paths(s, kwargs.get("results_dir"), kwargs.get("runs_dir"))[0]
               for s in specs}
-    pending = list(specs)
+    # a grid point whose dense model (or other shared phase) another worker is training is left
+    # for later while other points can run; a pass that ran nothing waits on that phase instead
+    pending, wait = list(specs), False
     with tqdm(total=len(specs), desc="runs", disable=not bar) as t:
         while pending:
-            held = []
+            held, ran = [], False
             for s in pending:
                 if not try_claim(record[id(s)]):
                     held.append(s)
                     continue
                 fresh = not record[id(s)].exists()
                 try:
-                    run(s, progress=progress, **kwargs)
+                    with phases_wait(wait):
+                        run(s, progress=progress, **kwargs)
+                except PhaseBusy:
+                    held.append(s)
+                    continue
                 finally:
                     release(record[id(s)])
+                ran, wait = True, False
                 t.update()
                 if bar and fresh:  # a single-process sweep; the workers' parent says it for them
                     _say(_finished(record[id(s)], t.n, len(specs)))
             pending = [s for s in held if not record[id(s)].exists()]
             t.update(len(held) - len(pending))
             if pending:
+                wait = not ran
                 time.sleep(1)
 
 

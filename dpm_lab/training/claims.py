@@ -119,27 +119,54 @@ def release(path) -> None:
     _unlock(_claim_file(path), unlink=True)
 
 
+class PhaseBusy(Exception):
+    """A shared phase that another live process is training, met inside
+    :func:`phases_wait` ``(False)``: the caller has other work to take meanwhile."""
+
+
+_phases_wait = True  # what shared_phase does when another process holds the phase
+
+
 @contextlib.contextmanager
-def exclusive(path):
+def exclusive(path, wait: bool = True):
     """Hold the claim on ``path`` for the block, waiting while a live process holds it (a shared
-    phase, e.g. the dense model several runs start from: the others wait, then reuse it). The
-    wait is the kernel's: it ends the moment the holder releases the claim or dies."""
+    phase, e.g. the dense model several runs start from: the others wait, then reuse it), or,
+    with ``wait`` false, raising :class:`PhaseBusy` at once. The wait is the kernel's: it ends
+    the moment the holder releases the claim or dies."""
     claim = _claim_file(path)
     if claim in _held:  # a second lock of our own would wait for ourselves forever
         raise RuntimeError(f"{path} is already claimed by this process; exclusive() does not nest")
     claim.parent.mkdir(parents=True, exist_ok=True)
-    _hold(claim, _lock(claim, wait=True))
+    fd = _lock(claim, wait=wait)
+    if fd is None:
+        raise PhaseBusy(path)
+    _hold(claim, fd)
     try:
         yield
     finally:
         release(path)
 
 
+@contextlib.contextmanager
+def phases_wait(wait: bool):
+    """Within the block, :func:`shared_phase` waits for a phase another live process holds
+    (``wait`` true, the default everywhere) or raises :class:`PhaseBusy` (a sweep worker, which
+    takes another grid point instead of idling while a dense model it needs is trained)."""
+    global _phases_wait
+    before, _phases_wait = _phases_wait, wait
+    try:
+        yield
+    finally:
+        _phases_wait = before
+
+
 def shared_phase(path):
     """The claim a phase that several runs share (a dense model, a sparse-learning run) is
-    trained under: :func:`exclusive` on ``path``, or none under DDP, where the ranks train it
-    together."""
-    return exclusive(path) if distributed.world_size() == 1 else contextlib.nullcontext()
+    trained under: :func:`exclusive` on ``path`` (waiting, unless inside
+    :func:`phases_wait` ``(False)``), or none under DDP, where the ranks train it together."""
+    if distributed.world_size() > 1:
+        return contextlib.nullcontext()
+    return exclusive(path, wait=_phases_wait)
 
 
 @contextlib.contextmanager
