@@ -118,8 +118,6 @@ def test_a_worker_runs_other_points_while_another_process_trains_the_dense_model
     dense0 = dense_paths(profile, 0, dirs["results_dir"], dirs["runs_dir"])[0]
     holding = fork.Event()
     holder = fork.Process(target=_hold_claim, args=(dense0, holding))  # "training" dense s0
-    holder.start()
-    assert holding.wait(timeout=30)
     seed1 = run_paths(specs[1], dirs["results_dir"], dirs["runs_dir"])[0]
     seen = {}
 
@@ -130,12 +128,15 @@ def test_a_worker_runs_other_points_while_another_process_trains_the_dense_model
         seen["seed 1 recorded while dense s0 was held"] = seed1.exists()
         holder.kill()
 
-    watcher = threading.Thread(target=free_the_phase_once_seed_1_is_recorded)
-    watcher.start()
+    holder.start()
     try:
+        assert holding.wait(timeout=30)
+        watcher = threading.Thread(target=free_the_phase_once_seed_1_is_recorded)
+        watcher.start()
         _work(specs, False, dirs, bar=False)
-    finally:
         watcher.join()
+    finally:
+        holder.kill()
         holder.join()
     assert seen == {"seed 1 recorded while dense s0 was held": True}
     seed0 = run_paths(specs[0], dirs["results_dir"], dirs["runs_dir"])[0]
